@@ -1,0 +1,57 @@
+"""tbprobe: see what the hidden layers of a Keras 3 network do while it trains.
+
+One line in a training loop logs, per layer, activation histograms, feature-map grids and health
+scalars (sparsity, dead units, mean, std, non-finite fraction) to TensorBoard::
+
+    model.fit(x, y, callbacks=[tbprobe.ProbeCallback("runs/baseline", sample=x_val[:16])])
+
+Names are imported lazily, so `import tbprobe` (and the `tbprobe` command) does not import
+TensorFlow until a TensorFlow-backed name is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Probe",
+    "ProbeCallback",
+    "ProbeModel",
+    "ProbedOutput",
+    "TensorBoardHandle",
+    "launch",
+    "probe_model",
+    "select_layers",
+]
+
+_HOMES = {
+    "Probe": "tbprobe.writer",
+    "ProbeCallback": "tbprobe.callback",
+    "ProbeModel": "tbprobe.probe",
+    "ProbedOutput": "tbprobe.probe",
+    "TensorBoardHandle": "tbprobe.launch",
+    "launch": "tbprobe.launch",
+    "probe_model": "tbprobe.probe",
+    "select_layers": "tbprobe.probe",
+}
+
+if TYPE_CHECKING:
+    from tbprobe.callback import ProbeCallback
+    from tbprobe.launch import TensorBoardHandle, launch
+    from tbprobe.probe import ProbedOutput, ProbeModel, probe_model, select_layers
+    from tbprobe.writer import Probe
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'tbprobe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
