@@ -20,6 +20,7 @@ e.g. `lstm/0`, `lstm/1`, `lstm/2` for an LSTM with `return_state=True`.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import warnings
 from collections import Counter
@@ -236,10 +237,11 @@ def _discover(model: Any, selection: Selection, sample: Any) -> list[ProbedOutpu
     try:
         forward.get_concrete_function(spec)
     except Exception as error:
+        detail = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
         raise ValueError(
-            f"Could not run model {model.name!r} on inputs {_describe_spec(spec)}: "
-            f"{type(error).__name__}: {error}. The sample must match the model's inputs "
-            f"({_describe_spec(_declared_spec(model))})."
+            f"Could not run model {model.name!r} on inputs {_describe_spec(spec)}. The sample "
+            f"must match the model's inputs ({_describe_spec(_declared_spec(model))}). "
+            f"{type(error).__name__}: {detail}"
         ) from error
 
     found: list[ProbedOutput] = []

@@ -19,7 +19,13 @@ def nested() -> keras.Model:
 
 
 def test_layer_paths_recurse_and_skip_inputs(nested):
-    assert list(layer_paths(nested)) == ["encoder", "encoder/conv_a", "encoder/d", "conv_top", "head"]
+    assert list(layer_paths(nested)) == [
+        "encoder",
+        "encoder/conv_a",
+        "encoder/d",
+        "conv_top",
+        "head",
+    ]
 
 
 def test_none_selects_everything_implicitly(nested):

@@ -1,0 +1,165 @@
+"""Images of activations: feature-map grids (rank 4) and heatmaps (rank 2 and 3), as uint8.
+
+`feature_map_grid` tiles, for each shown sample, the first `max_channels` channels of a
+`[batch, height, width, channels]` output in a near-square grid with 1-pixel separators. Each
+channel is min-max normalized on its own (a constant channel becomes 0, never NaN; non-finite
+pixels become 0), then colored through a 256-entry lookup table made from a matplotlib colormap
+(`colormap_table`), or left grayscale. `heatmap` shows a rank-2 output as one image of
+samples x units, and a rank-3 output as one image of time x features per shown sample, each
+normalized over the whole image.
+
+Sizes: `tf.summary.image` stores PNGs at full size, so the longer side is capped at `max_side`
+(area downsampling); tiny images are enlarged by an integer factor (nearest neighbour) so that
+TensorBoard shows them at a visible size. All shapes are static, so the result traces once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+DEFAULT_MAX_SIDE = 1024
+MIN_SIDE = 128
+SEPARATOR = 255
+
+
+def colormap_table(cmap: str | None) -> np.ndarray | None:
+    """The `[256, 3]` uint8 RGB lookup table of a matplotlib colormap, or None for grayscale.
+
+    Raises:
+        ValueError: `cmap` is not a matplotlib colormap name.
+    """
+    if cmap is None:
+        return None
+    import matplotlib
+
+    try:
+        colormap = matplotlib.colormaps[cmap]
+    except KeyError:
+        raise ValueError(
+            f"Invalid value for argument `cmap`. Received: cmap={cmap!r}. Expected a matplotlib "
+            "colormap name such as 'viridis', 'magma', 'coolwarm' or 'gray' (all names: "
+            "list(matplotlib.colormaps)), or None for grayscale."
+        ) from None
+    return np.round(colormap(np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+
+
+def feature_map_grid(
+    x: tf.Tensor,
+    max_channels: int = 32,
+    max_samples: int = 1,
+    lut: np.ndarray | None = None,
+    channels_first: bool = False,
+    max_side: int = DEFAULT_MAX_SIDE,
+) -> tf.Tensor:
+    """Channel grids of a rank-4 activation.
+
+    Args:
+        x: `[batch, height, width, channels]` float tensor (`[batch, channels, height, width]`
+            when `channels_first`); height, width and channels must be statically known.
+        max_channels: channels shown per sample (the first ones).
+        max_samples: samples shown (the first ones); one image each.
+        lut: `[256, 3]` uint8 colormap table, or None for grayscale.
+        channels_first: whether `x` is channels-first.
+        max_side: cap on the longer image side, in pixels.
+
+    Returns:
+        uint8 tensor `[min(batch, max_samples), H, W, 3 or 1]`.
+    """
+    if channels_first:
+        x = tf.transpose(x, [0, 2, 3, 1])
+    height, width, channels = (int(d) for d in x.shape[1:])
+    shown = min(channels, max_channels)
+    columns = math.ceil(math.sqrt(shown))
+    rows = math.ceil(shown / columns)
+    tile_h, tile_w = _fit(height, width, rows, columns, max_side)
+
+    maps = tf.cast(x[:max_samples, :, :, :shown], tf.float32)
+    maps = _normalize(maps, axes=[1, 2])
+    if (tile_h, tile_w) != (height, width):
+        maps = tf.image.resize(maps, [tile_h, tile_w], method="area")
+    # [k, h, w, c] -> [k, c, h, w] tiles, padded to rows * columns with blank tiles.
+    tiles = tf.transpose(_to_index(maps), [0, 3, 1, 2])
+    tiles = tf.pad(tiles, [[0, 0], [0, rows * columns - shown], [0, 1], [0, 1]], constant_values=-1)
+    grid = tf.reshape(tiles, [-1, rows, columns, tile_h + 1, tile_w + 1])
+    grid = tf.transpose(grid, [0, 1, 3, 2, 4])
+    grid = tf.reshape(grid, [-1, rows * (tile_h + 1), columns * (tile_w + 1)])
+    return _colorize(grid[:, :-1, :-1], lut)
+
+
+def heatmap(
+    x: tf.Tensor,
+    max_samples: int = 1,
+    lut: np.ndarray | None = None,
+    max_side: int = DEFAULT_MAX_SIDE,
+) -> tf.Tensor:
+    """Heatmap images of a rank-2 or rank-3 activation.
+
+    Args:
+        x: `[batch, units]` float tensor, shown as one image of every sample (rows) by units
+            (columns); or `[batch, time, features]`, one image of time (rows) by features per
+            shown sample. Dimensions must be statically known.
+        max_samples: images shown for a rank-3 output.
+        lut: `[256, 3]` uint8 colormap table, or None for grayscale.
+        max_side: cap on each image side, in pixels.
+
+    Returns:
+        uint8 tensor `[k, H, W, 3 or 1]`.
+    """
+    images = x[tf.newaxis] if x.shape.rank == 2 else x[:max_samples]
+    images = _normalize(tf.cast(images, tf.float32)[..., tf.newaxis], axes=[1, 2])
+    height, width = int(images.shape[1]), int(images.shape[2])
+    # Rows and columns are scaled on their own: 16 samples x 4096 units stays legible.
+    target = (_fit(height, 1, 1, 1, max_side)[0], _fit(1, width, 1, 1, max_side)[1])
+    if target != (height, width):
+        images = tf.image.resize(images, target, method="area")
+    return _colorize(_to_index(images)[..., 0], lut)
+
+
+def _fit(height: int, width: int, rows: int, columns: int, max_side: int) -> tuple[int, int]:
+    """Tile size so that the whole grid's longer side is within [MIN_SIDE, max_side] if possible."""
+    side = max(rows * (height + 1) - 1, columns * (width + 1) - 1)
+    if side > max_side:
+        shrink = math.ceil(side / max_side)
+        return max(1, math.ceil(height / shrink)), max(1, math.ceil(width / shrink))
+    grow = max(1, MIN_SIDE // max(side, 1))
+    return height * grow, width * grow
+
+
+def _normalize(maps: tf.Tensor, axes: list[int]) -> tf.Tensor:
+    """Min-max normalize to [0, 1] over `axes`; constant or non-finite values become 0."""
+    finite = tf.math.is_finite(maps)
+    maps = tf.where(finite, maps, tf.zeros_like(maps))
+    low = tf.reduce_min(tf.where(finite, maps, np.inf), axis=axes, keepdims=True)
+    high = tf.reduce_max(tf.where(finite, maps, -np.inf), axis=axes, keepdims=True)
+    span = high - low
+    scaled = tf.math.divide_no_nan(maps - low, tf.where(span > 0, span, tf.zeros_like(span)))
+    return tf.where(finite, tf.clip_by_value(scaled, 0.0, 1.0), tf.zeros_like(scaled))
+
+
+def _to_index(maps: tf.Tensor) -> tf.Tensor:
+    return tf.cast(tf.round(maps * 255.0), tf.int32)
+
+
+def _colorize(index: tf.Tensor, lut: np.ndarray | None) -> tf.Tensor:
+    """Map int32 indices (0..255, -1 for separators) to uint8 RGB or grayscale pixels."""
+    if lut is None:
+        pixels = tf.where(index < 0, SEPARATOR, index)
+        return tf.cast(pixels, tf.uint8)[..., tf.newaxis]
+    table = tf.constant(np.concatenate([lut, np.full((1, 3), SEPARATOR, np.uint8)]))
+    return tf.gather(table, tf.where(index < 0, 256, index))
+
+
+def describe_image(shape: tuple[Any, ...]) -> str | None:
+    """Which image an output of this shape gets: "feature_maps", "heatmap" or None."""
+    rank = len(shape)
+    if rank == 4 and all(d is not None for d in shape[1:]):
+        return "feature_maps"
+    if rank == 2 and all(d is not None for d in shape):
+        return "heatmap"
+    if rank == 3 and all(d is not None for d in shape[1:]):
+        return "heatmap"
+    return None

@@ -1,0 +1,324 @@
+"""`Probe`: logs the probed activations of a model to TensorBoard, one compiled call per log step.
+
+A log step runs two `tf.function`s, each traced once:
+
+1. `compute` (traced once per `Probe`): the probe model's forward pass on the fixed sample, then,
+   per probed output, the histogram and health scalars of `tbprobe.stats` and the PNG-encoded
+   image of `tbprobe.images`. Only these small results leave the graph.
+2. `write` (traced once per summary writer): writes them under the per-layer tags with
+   `tf.summary.write`, inside `tf.summary.record_if(True)` so that another callback's gating
+   (Keras's TensorBoard `update_freq`) cannot drop them.
+
+Events go to `<log_dir>/probe`, flushed after every log step. Tags, per probed output `<tag>`:
+`<tag>/activations` (histogram), `<tag>/sparsity`, `<tag>/dead_units`, `<tag>/mean`, `<tag>/std`,
+`<tag>/nonfinite`, `<tag>/mean_minus_std`, `<tag>/mean_plus_std` (scalars), `<tag>/feature_maps`
+(rank-4 outputs) or `<tag>/heatmap` (rank-2 and rank-3 outputs) images; once per `Probe`, the
+text `tbprobe/manifest` and a custom-scalars layout.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tbprobe import summaries
+from tbprobe.images import (
+    DEFAULT_MAX_SIDE,
+    colormap_table,
+    describe_image,
+    feature_map_grid,
+    heatmap,
+)
+from tbprobe.probe import ProbedOutput, probe_model
+from tbprobe.selection import LayerSpec
+from tbprobe.stats import DEFAULT_BUCKETS, SCALAR_NAMES, layer_statistics
+
+PROBE_SUBDIR = "probe"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What is computed for one probed output."""
+
+    output: ProbedOutput
+    unit_axis: int | None
+    image: str | None
+    channels_first: bool
+
+
+class Probe:
+    """Logs per-layer activation histograms, images and health scalars of `model`.
+
+    Args:
+        model: a built `keras.Model` (Sequential, Functional, nested or subclassed).
+        log_dir: run directory (any path `tf.io.gfile` accepts); events go to `<log_dir>/probe`.
+        sample: the fixed probe batch, shown at every step: numpy array, tensor, dict or tuple
+            for multi-input models, or a `tf.data.Dataset` (its first batch, labels dropped).
+        layers: `None` for every layer, or names, paths, glob patterns and layer classes.
+        every: `log(step)` logs when `step % every == 0`.
+        buckets: histogram buckets per layer.
+        max_channels: feature-map channels shown per sample.
+        max_samples: samples shown in feature-map grids and rank-3 heatmaps.
+        cmap: matplotlib colormap name for images, or None for grayscale.
+        zero_tol: `abs(x) <= zero_tol` counts as zero for sparsity and dead units.
+        images: whether to log feature-map grids and heatmaps.
+        max_image_side: cap on an image's longer side, in pixels.
+
+    Raises:
+        ValueError: a bad argument, an unbuilt model, a sample the model cannot take, or a
+            `log_dir` that cannot be written; all at construction.
+
+    Example:
+        >>> with tbprobe.Probe(model, "runs/a", sample=x_val[:16], every=100) as probe:
+        ...     for step, (xb, yb) in enumerate(dataset):
+        ...         train_step(xb, yb)
+        ...         probe.log(step)
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        log_dir: str | os.PathLike[str],
+        sample: Any,
+        layers: LayerSpec | Iterable[LayerSpec] | None = None,
+        every: int = 1,
+        buckets: int = DEFAULT_BUCKETS,
+        max_channels: int = 32,
+        max_samples: int = 1,
+        cmap: str | None = "viridis",
+        zero_tol: float = 0.0,
+        images: bool = True,
+        max_image_side: int = DEFAULT_MAX_SIDE,
+    ):
+        self.every = _positive_int("every", every)
+        self.buckets = _positive_int("buckets", buckets)
+        self.max_channels = _positive_int("max_channels", max_channels)
+        self.max_samples = _positive_int("max_samples", max_samples)
+        self.max_image_side = _positive_int("max_image_side", max_image_side)
+        if isinstance(zero_tol, bool) or not isinstance(zero_tol, (int, float)) or zero_tol < 0:
+            raise ValueError(
+                f"Invalid value for argument `zero_tol`. Received: zero_tol={zero_tol!r}. "
+                "Expected a non-negative number."
+            )
+        self.zero_tol = float(zero_tol)
+        self._lut = _colormap(cmap)
+        self.images = bool(images)
+        self.log_dir = os.fspath(log_dir)
+        self.probe_dir = tf.io.gfile.join(self.log_dir, PROBE_SUBDIR)
+        check_writable(self.log_dir)
+
+        self.sample = _as_tensors(first_batch(sample))
+        self.probe_model = probe_model(model, layers, sample=self.sample)
+        self.outputs: list[ProbedOutput] = self.probe_model.probed_outputs
+        self._plans = [self._plan(output) for output in self.outputs]
+        self._writes = _writes_summaries(model)
+        self._compute = tf.function(self._compute_summaries, autograph=False)
+        self._writer: Any = None
+        self._write: Any = None
+        self._manifest_written = False
+        self._last: dict[str, Any] | None = None
+
+    def log(self, step: int | Any) -> bool:
+        """Log the probe batch's activations at `step` if `step % every == 0`.
+
+        Args:
+            step: the global step, a Python int or an integer `tf.Variable`/tensor such as
+                `optimizer.iterations`.
+
+        Returns:
+            Whether anything was logged (False off-schedule, and on non-chief workers of a
+            multi-worker strategy, which never write).
+        """
+        step = _as_step(step)
+        if step % self.every or not self._writes:
+            return False
+        self._last = self._compute(self.sample)
+        writer = self._open_writer(step)
+        self._write(tf.constant(step, tf.int64), self._last)
+        writer.flush()
+        return True
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Health scalars of the last log step (computed now if nothing was logged yet).
+
+        Returns:
+            `{tag: {"sparsity", "dead_units", "mean", "std", "nonfinite": float}}`.
+        """
+        if self._last is None:
+            self._last = self._compute(self.sample)
+        return {
+            tag: dict(zip(SCALAR_NAMES, (float(v) for v in values["scalars"].numpy()), strict=True))
+            for tag, values in self._last.items()
+        }
+
+    def close(self) -> None:
+        """Flush and close the event file; a later `log` appends to the run in a new file."""
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = None
+        self._write = None
+
+    def __enter__(self) -> Probe:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Probe({len(self.outputs)} outputs -> {self.probe_dir!r}, every={self.every})"
+
+    def _plan(self, output: ProbedOutput) -> _Plan:
+        rank = len(output.shape)
+        channels_first = getattr(output.layer, "data_format", None) == "channels_first"
+        if rank < 2:
+            unit_axis = None
+        else:
+            unit_axis = 1 if channels_first and rank >= 3 else -1
+        image = describe_image(output.shape) if self.images else None
+        return _Plan(output, unit_axis, image, channels_first and rank == 4)
+
+    def _compute_summaries(self, sample: Any) -> dict[str, dict[str, tf.Tensor]]:
+        activations = self.probe_model(sample, training=False)
+        computed = {}
+        for plan in self._plans:
+            x = activations[plan.output.tag]
+            stats = layer_statistics(x, self.buckets, self.zero_tol, plan.unit_axis)
+            entry = {
+                "histogram": stats["histogram"],
+                "scalars": tf.stack([stats[name] for name in SCALAR_NAMES]),
+            }
+            if plan.image is not None:
+                entry["image"] = summaries.encode_images(self._image(plan, x))
+            computed[plan.output.tag] = entry
+        return computed
+
+    def _image(self, plan: _Plan, x: tf.Tensor) -> tf.Tensor:
+        if plan.image == "feature_maps":
+            return feature_map_grid(
+                x,
+                self.max_channels,
+                self.max_samples,
+                self._lut,
+                plan.channels_first,
+                self.max_image_side,
+            )
+        return heatmap(x, self.max_samples, self._lut, self.max_image_side)
+
+    def _open_writer(self, step: int) -> Any:
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.probe_dir)
+            self._write = tf.function(summaries.make_write_fn(self._writer, self._plans_by_tag()))
+        if not self._manifest_written:
+            rows = [
+                summaries.ManifestRow(
+                    plan.output.tag,
+                    type(plan.output.layer).__name__,
+                    plan.output.shape,
+                    plan.output.dtype,
+                    plan.image,
+                )
+                for plan in self._plans
+            ]
+            summaries.write_run_header(self._writer, rows, step)
+            self._manifest_written = True
+        return self._writer
+
+    def _plans_by_tag(self) -> dict[str, str | None]:
+        return {plan.output.tag: plan.image for plan in self._plans}
+
+
+def first_batch(sample: Any) -> Any:
+    """The probe batch: `sample` itself, or the inputs of a dataset's first batch."""
+    if sample is None:
+        raise ValueError(
+            "Missing argument `sample`: tbprobe needs a fixed probe batch, e.g. sample=x_val[:16] "
+            "(an array, tensor, dict or tuple of model inputs) or a tf.data.Dataset."
+        )
+    if isinstance(sample, tf.data.Dataset):
+        for batch in sample.take(1):
+            inputs, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
+            return inputs
+        raise ValueError("Invalid value for argument `sample`: the dataset yielded no batch.")
+    return sample
+
+
+def _as_tensors(sample: Any) -> Any:
+    tensors = tf.nest.map_structure(tf.convert_to_tensor, sample)
+    for tensor in tf.nest.flatten(tensors):
+        if tensor.shape.rank == 0 or tensor.shape[0] == 0:
+            raise ValueError(
+                f"Invalid value for argument `sample`: expected a batch (first axis = samples) "
+                f"with at least one sample. Received a tensor of shape {tuple(tensor.shape)}."
+            )
+    return tensors
+
+
+def check_writable(log_dir: str) -> None:
+    """Fail early when `log_dir` cannot become a directory we write into.
+
+    Raises:
+        ValueError: an existing part of the path is a file, or a local directory is read-only.
+    """
+    if not log_dir:
+        raise ValueError("Invalid value for argument `log_dir`: received an empty path.")
+    path = log_dir
+    while not tf.io.gfile.exists(path):
+        parent = os.path.dirname(path.rstrip("/"))
+        if not parent or parent == path:
+            return
+        path = parent
+    if not tf.io.gfile.isdir(path):
+        raise ValueError(
+            f"Cannot write to log_dir={log_dir!r}: {path!r} exists and is not a directory. "
+            "Pass a directory path."
+        )
+    if "://" not in path and not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"Cannot write to log_dir={log_dir!r}: no write permission on {path!r}. "
+            "Pass a directory you can write to."
+        )
+
+
+def _writes_summaries(model: Any) -> bool:
+    """False on the non-chief workers of a multi-worker strategy: only the chief writes."""
+    strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+    return bool(strategy.extended.should_save_summary)
+
+
+def _as_step(step: Any) -> int:
+    if isinstance(step, bool):
+        raise TypeError(f"Invalid step: received {step!r}; expected an integer step.")
+    try:
+        value = np.asarray(step.numpy() if hasattr(step, "numpy") else step)
+    except Exception:
+        value = np.asarray(None)
+    if value.shape != () or not np.issubdtype(value.dtype, np.integer) or int(value) < 0:
+        raise TypeError(
+            f"Invalid step: received {step!r}. Expected a non-negative integer (a Python int, "
+            "or an integer tf.Variable such as optimizer.iterations)."
+        )
+    return int(value)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Received: {name}={value!r}. "
+            "Expected a positive integer."
+        )
+    return int(value)
+
+
+def _colormap(cmap: Any) -> np.ndarray | None:
+    if cmap is not None and not isinstance(cmap, str):
+        raise ValueError(
+            f"Invalid value for argument `cmap`. Received: cmap={cmap!r}. Expected a matplotlib "
+            "colormap name such as 'viridis', or None for grayscale."
+        )
+    return colormap_table(cmap)
