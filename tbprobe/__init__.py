@@ -32,15 +32,15 @@ _HOMES = {
     "ProbeCallback": "tbprobe.callback",
     "ProbeModel": "tbprobe.probe",
     "ProbedOutput": "tbprobe.probe",
-    "TensorBoardHandle": "tbprobe.launch",
-    "launch": "tbprobe.launch",
+    "TensorBoardHandle": "tbprobe.launcher",
+    "launch": "tbprobe.launcher",
     "probe_model": "tbprobe.probe",
     "select_layers": "tbprobe.probe",
 }
 
 if TYPE_CHECKING:
     from tbprobe.callback import ProbeCallback
-    from tbprobe.launch import TensorBoardHandle, launch
+    from tbprobe.launcher import TensorBoardHandle, launch
     from tbprobe.probe import ProbedOutput, ProbeModel, probe_model, select_layers
     from tbprobe.writer import Probe
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 SUBCOMMANDS = {
     "launch": (
-        "tbprobe.launch",
+        "tbprobe.launcher",
         "start TensorBoard on one run, every run below a folder, or named runs",
     ),
     "report": ("tbprobe.report", "write a static HTML/PNG report comparing runs"),

@@ -1,4 +1,4 @@
-"""Tests of `tbprobe.launch`: real TensorBoard processes serving runs written by `tbprobe.Probe`."""
+"""Tests of `tbprobe.launcher`: real TensorBoard processes serving runs written by `tbprobe.Probe`."""
 
 from __future__ import annotations
 
@@ -32,13 +32,9 @@ from tb_helpers import (
 
 import tbprobe
 from tbprobe import cli
-from tbprobe.launch import (
-    DEFAULT_PORT,
-    PORT_SEARCH_SPAN,
-    RUN_FOLDERS,
-    parse_samples_per_plugin,
-    resolve_runs,
-)
+from tbprobe.launcher import parse_samples_per_plugin
+from tbprobe.runs import RUN_FOLDERS
+from tbprobe.tensorboard_process import DEFAULT_PORT, PORT_SEARCH_SPAN
 
 ROOT = Path(__file__).resolve().parent.parent
 HEALTH_SCALARS = ("sparsity", "dead_units", "mean", "std", "nonfinite")
@@ -66,15 +62,32 @@ def expected_tags(runs: dict[str, Path], plugin: str) -> dict[str, set[str]]:
     return expected
 
 
-def test_importing_launch_does_not_import_tensorflow() -> None:
+@pytest.mark.parametrize(
+    "module", ["tbprobe.launcher", "tbprobe.runs", "tbprobe.report", "tbprobe.cli"]
+)
+def test_importing_launcher_modules_does_not_import_tensorflow(module) -> None:
     code = (
-        "import sys, tbprobe.launch; "
+        f"import sys, {module}; "
         "print(sorted(m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_launch_is_the_function_after_importing_the_launcher_module() -> None:
+    # The module was once named `tbprobe.launch`, like the function: importing it first bound
+    # `tbprobe.launch` to the module ("'module' object is not callable").
+    code = (
+        "import tbprobe.launcher, tbprobe.cli, tbprobe; "
+        "print(tbprobe.launch is tbprobe.launcher.launch, callable(tbprobe.launch), "
+        "tbprobe.TensorBoardHandle is tbprobe.launcher.TensorBoardHandle)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.split() == ["True", "True", "True"]
 
 
 def test_named_runs_are_served_with_every_tag_and_stop_leaves_nothing(runs):
@@ -270,24 +283,6 @@ def test_cli_rejects_bad_runs_with_a_message_naming_them(case, runs, tmp_path, c
     assert captured.err.startswith("tbprobe launch: error: ")
     for message in messages:
         assert message.format(tmp=tmp_path, **runs) in captured.err
-
-
-def test_resolve_runs_names_runs_by_argument_kind(runs, tmp_path):
-    folder = runs["baseline"].parent.resolve()
-    baseline, high_lr = runs["baseline"].resolve(), runs["high_lr"].resolve()
-    assert resolve_runs(folder) == folder
-    assert resolve_runs(str(runs["baseline"]) + "/") == {"baseline": baseline}
-    assert resolve_runs(runs["baseline"] / "probe") == {"probe": baseline / "probe"}
-    assert resolve_runs(folder, high_lr) == {"tbprobe-runs": folder, "high_lr": high_lr}
-    assert resolve_runs(f"a={baseline}", {"b": high_lr}) == {"a": baseline, "b": high_lr}
-    assert resolve_runs({"all": folder}) == {"all": folder}
-    with_equals = tmp_path / "lr=0.1"
-    shutil.copytree(runs["high_lr"], with_equals)
-    assert resolve_runs(with_equals) == {"lr=0.1": with_equals.resolve()}
-    with pytest.raises(ValueError, match="No run given"):
-        resolve_runs()
-    with pytest.raises(TypeError, match="Received: 3 of type int"):
-        resolve_runs(3)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
