@@ -1,7 +1,8 @@
 """Read tbprobe runs from their event files into plain numpy data, without importing TensorFlow.
 
 A run is a folder holding a `probe/` subfolder of TensorBoard event files
-(`events.out.tfevents.*`, one per writer, e.g. one per `fit` call; all are read, oldest first).
+(`events.out.tfevents.*`, one per writer, e.g. one per `fit` call; all are read, oldest first);
+`tbprobe.runs` finds and names runs.
 Tags are `<layer>/<metric>`, where the layer path may itself contain `/` and the metric is the
 last component: scalars (`sparsity`, `dead_units`, `mean`, `std`, `nonfinite`, ...), the
 `activations` histogram (a `[k, 3]` float64 tensor of rows `(left_edge, right_edge, count)`),
@@ -27,14 +28,14 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-PROBE_DIR = "probe"
-EVENT_FILE_MARKER = "tfevents"
+from tbprobe.runs import PROBE_DIR, PROBE_RUNS, event_files, find_runs, run_of
+
 HISTOGRAM_METRIC = "activations"
 MANIFEST_TAG = "tbprobe/manifest"
 _KEPT_PLUGINS = ("scalars", "histograms", "text")
@@ -79,107 +80,6 @@ class RunData:
         return not self.scalars and not self.histograms
 
 
-def event_files(probe_dir: str | os.PathLike) -> list[Path]:
-    """The event files directly in `probe_dir`, oldest first (by the timestamp in their name)."""
-    folder = Path(probe_dir)
-    if not folder.is_dir():
-        return []
-    files = [p for p in folder.iterdir() if EVENT_FILE_MARKER in p.name and p.is_file()]
-    return sorted(files, key=_file_order)
-
-
-def _file_order(path: Path) -> tuple[int, str]:
-    # events.out.tfevents.<unix seconds>.<host>.<pid>.<n>.v2
-    parts = path.name.split(".")
-    stamp = parts[3] if len(parts) > 3 and parts[3].isdigit() else "0"
-    return int(stamp), path.name
-
-
-def find_runs(path: str | os.PathLike) -> list[Path]:
-    """The run folders at or below `path`: folders with a `probe/` subfolder of event files.
-
-    `path` may be a run, a parent of runs (searched recursively, following symlinks), or a
-    run's `probe/` folder itself (meaning its run).
-
-    Raises:
-        ValueError: `path` does not exist, or no run is at or below it.
-    """
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise ValueError(
-            f"Run path {str(path)!r} {'is not a folder' if root.exists() else 'does not exist'}. "
-            f"Expected a run folder (one holding a '{PROBE_DIR}/' folder of event files) or a "
-            "folder with such runs below it."
-        )
-    if root.name == PROBE_DIR and event_files(root):
-        return [root.parent]
-    runs = []
-    seen: set[str] = set()  # real paths walked, so that symlink loops end
-    for folder, subfolders, _ in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:
-            subfolders.clear()
-            continue
-        seen.add(real)
-        subfolders.sort()
-        if PROBE_DIR in subfolders and event_files(Path(folder, PROBE_DIR)):
-            runs.append(Path(folder))
-    if not runs:
-        found = sorted(p.name for p in root.iterdir())[:8]
-        raise ValueError(
-            f"No tbprobe data at or below {str(path)!r}: expected event files "
-            f"(events.out.tfevents.*) in a '{PROBE_DIR}/' folder, at {str(path)!r}/{PROBE_DIR}/ "
-            f"or at <run>/{PROBE_DIR}/ below it, as tbprobe.Probe writes them. "
-            f"Found there: {', '.join(found) or 'nothing'}."
-        )
-    return runs
-
-
-def resolve_runs(specs: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
-    """Named run folders from command-line style specs, named as `tbprobe launch` names them.
-
-    Args:
-        specs: each `PATH` or `NAME=PATH` (split at the first `=` unless the whole text is an
-            existing path). A run folder is named after itself, or NAME; every run below a
-            parent folder by its path relative to the parent, prefixed with `NAME/` if named.
-
-    Returns:
-        `(name, run_folder)` pairs, in the order given, runs below a parent sorted by path.
-
-    Raises:
-        ValueError: a path does not exist or holds no run, a NAME is empty or holds `/`, or
-            two runs get the same name.
-    """
-    named: list[tuple[str, Path]] = []
-    for spec in specs:
-        text = os.fspath(spec)
-        name, path = "", text
-        if "=" in text and not os.path.exists(text):
-            name, _, path = text.partition("=")
-            if not name or name in {".", ".."} or any(c in name for c in "/\\\0"):
-                raise ValueError(
-                    f"Invalid run name {name!r} in {text!r}. Expected NAME=PATH with a "
-                    "non-empty NAME without '/', e.g. baseline=runs/a."
-                )
-        root = Path(path).expanduser()
-        runs = find_runs(root)
-        base = root.parent if root.name == PROBE_DIR and runs == [root.parent] else root
-        for run in runs:
-            relative = run.relative_to(base).as_posix() if run != base else ""
-            label = "/".join(p for p in (name, relative) if p) or run.resolve().name
-            named.append((label, run))
-    seen: dict[str, Path] = {}
-    for label, run in named:
-        if label in seen:
-            raise ValueError(
-                f"Run name {label!r} is given twice ({str(seen[label])!r} and {str(run)!r}). "
-                f"Expected distinct names; name the runs explicitly, e.g. "
-                f"{label}_1={seen[label]} {label}_2={run}."
-            )
-        seen[label] = run
-    return named
-
-
 def read_run(path: str | os.PathLike, name: str | None = None) -> RunData:
     """Read every event file of one run.
 
@@ -197,9 +97,7 @@ def read_run(path: str | os.PathLike, name: str | None = None) -> RunData:
         >>> run = read_run("runs/baseline")  # doctest: +SKIP
         >>> steps, values = run.scalars["conv1"]["dead_units"]
     """
-    run = Path(path).expanduser()
-    if run.name == PROBE_DIR and event_files(run):
-        run = run.parent
+    run = run_of(Path(path).expanduser(), PROBE_RUNS)
     files = event_files(run / PROBE_DIR)
     if not files:
         below = find_runs(path)  # raises if there is no run at all

@@ -1,6 +1,7 @@
 """`tbprobe report`: a static HTML page with PNG figures comparing the probe logs of runs.
 
-`write_report(runs, out_dir)` reads each run's `probe/` event files (`tbprobe.events`) and writes
+`write_report(runs, out_dir)` reads each run's `probe/` event files (`tbprobe.events`), runs
+given and named as `tbprobe launch` takes and names them (`tbprobe.runs`), and writes
 `out_dir/index.html` and `out_dir/figures/*.png`:
 
 * per metric (sparsity, dead units, mean, std, non-finite), one line per layer over steps, one
@@ -29,12 +30,14 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tbprobe.events import RunData, read_run, resolve_runs
+from tbprobe.events import RunData, read_run
+from tbprobe.runs import PROBE_RUNS, check_distinct_names, parse_run_arguments
 
 DEFAULT_METRICS = ("sparsity", "dead_units", "mean", "std", "nonfinite")
 DEFAULT_DEAD_THRESHOLD = 0.5
@@ -182,27 +185,25 @@ def write_report(
 
 
 def _load(runs: Any) -> list[RunData]:
-    if isinstance(runs, Mapping):
-        runs = [f"{name}={path}" for name, path in runs.items()]
+    """The runs to report, in the order given; path arguments named as the launcher names them."""
     if isinstance(runs, (str, os.PathLike)) or not runs:
         raise ValueError(
             f"Invalid value for argument `runs`. Received: {runs!r}. Expected a non-empty "
             "list of run folders, parents of runs or NAME=PATH strings."
         )
+    items = [runs] if isinstance(runs, Mapping) else list(runs)
+    # Path arguments are parsed together, so that they are named as by the launcher (a folder
+    # of runs given alone adds no prefix), then read in the order of the items they came from.
+    paths = [item for item in items if not isinstance(item, RunData)]
+    arguments = iter(parse_run_arguments(*paths, layout=PROBE_RUNS) if paths else [])
     data: list[RunData] = []
-    for item in runs:
+    for item in items:
         if isinstance(item, RunData):
             data.append(item)
-        else:
-            data.extend(read_run(path, name) for name, path in resolve_runs([item]))
-    names = [r.name for r in data]
-    for name in names:
-        if names.count(name) > 1:
-            paths = " and ".join(str(r.path) for r in data if r.name == name)
-            raise ValueError(
-                f"Run name {name!r} is given twice ({paths}). Expected distinct names; name "
-                f"the runs explicitly with NAME=PATH, e.g. {name}_1=... {name}_2=..."
-            )
+            continue
+        for argument in islice(arguments, len(item) if isinstance(item, Mapping) else 1):
+            data.extend(read_run(path, name) for name, path in argument.runs(PROBE_RUNS))
+    check_distinct_names((r.name, str(r.path)) for r in data)
     return data
 
 

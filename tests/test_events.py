@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tbprobe.events import event_files, find_runs, read_run, resolve_runs
+from tbprobe.events import read_run
+from tbprobe.runs import event_files
 
 STEPS = (0, 10, 20)
 SCALARS = {  # tag -> value at each of STEPS
@@ -154,41 +155,18 @@ def test_event_file_without_summaries_gives_an_empty_run(tmp_path):
     assert run.empty and run.layers == [] and run.problems == ()
 
 
-def test_find_and_resolve_runs_name_runs_like_the_launcher(written, tmp_path):
-    copy_run(written, tmp_path / "runs" / "a")
-    copy_run(written, tmp_path / "runs" / "sweep" / "lr1")
-    (tmp_path / "runs" / "a" / "train").mkdir()  # Keras's folder: not a run
-    runs = tmp_path / "runs"
-
-    assert find_runs(runs) == [runs / "a", runs / "sweep" / "lr1"]
-    assert find_runs(runs / "a" / "probe") == [runs / "a"]
-    assert resolve_runs([runs]) == [("a", runs / "a"), ("sweep/lr1", runs / "sweep" / "lr1")]
-    assert resolve_runs([f"base={runs / 'a'}", runs / "sweep"]) == [
-        ("base", runs / "a"),
-        ("lr1", runs / "sweep" / "lr1"),
-    ]
-    assert resolve_runs([f"all={runs}"])[1] == ("all/sweep/lr1", runs / "sweep" / "lr1")
-
-
-def test_missing_path_and_folder_without_runs_raise_with_the_path(tmp_path):
-    with pytest.raises(ValueError, match=r"'.*nowhere' does not exist\. Expected a run folder"):
-        find_runs(tmp_path / "nowhere")
+def test_folder_without_runs_raises_with_the_path(tmp_path):
     (tmp_path / "empty" / "train").mkdir(parents=True)
     with pytest.raises(
         ValueError, match=r"No tbprobe data at or below '.*empty'.*Found there: train"
     ):
         read_run(tmp_path / "empty")
-    with pytest.raises(ValueError, match=r"Invalid run name 'a/b'"):
-        resolve_runs(["a/b=somewhere"])
 
 
-def test_parent_passed_to_read_run_and_duplicate_names_raise(written, tmp_path):
+def test_parent_passed_to_read_run_raises(written, tmp_path):
     copy_run(written, tmp_path / "one" / "x")
-    copy_run(written, tmp_path / "two" / "x")
     with pytest.raises(ValueError, match=r"is not a run folder.*1 run\(s\) below it"):
         read_run(tmp_path / "one")
-    with pytest.raises(ValueError, match=r"Run name 'x' is given twice"):
-        resolve_runs([tmp_path / "one" / "x", tmp_path / "two" / "x"])
 
 
 def test_reading_imports_neither_tensorflow_nor_matplotlib(written):
