@@ -2,32 +2,28 @@
 
 `write_report(runs, out_dir)` reads each run's `probe/` event files (`tbprobe.events`), runs
 given and named as `tbprobe launch` takes and names them (`tbprobe.runs`), and writes
-`out_dir/index.html` and `out_dir/figures/*.png`:
+`out_dir/index.html` and `out_dir/figures/*.png` (drawn by `tbprobe.figures`):
 
 * per metric (sparsity, dead units, mean, std, non-finite), one line per layer over steps, one
-  subplot per run on a shared y axis, one color per layer in every run. Beyond `max_layers`
-  layers, the most telling ones are drawn in color with a legend (the highest last value for
-  sparsity, dead units and non-finite; the widest range over steps for mean and std), the
-  others in thin gray, and the caption says so;
-* per layer, the last `activations` histogram of every run overlaid (densities as step
-  outlines), which TensorBoard, showing one card per run, cannot do;
+  subplot per run. Beyond `max_layers` layers, the most telling ones are drawn in color with a
+  legend (the highest last value for sparsity, dead units and non-finite; the widest range over
+  steps for mean and std), the others in thin gray, and the caption says so;
+* per layer, the last `activations` histogram of every run overlaid, which TensorBoard, showing
+  one card per run, cannot do;
 * a table of each layer's last values per run, with the cells of mostly dead layers
   (`dead_units >= dead_threshold`) and of layers with non-finite values (`nonfinite > 0`)
   carrying the CSS classes `dead` and `nonfinite`, and their rows the class `flagged`.
 
 Partial logs are reported as they are: layers with fewer steps, runs missing layers, and the
 truncated or corrupt event files listed under each run. matplotlib is imported only when
-figures are drawn (and without pyplot, so no backend is switched), which keeps `tbprobe --help`
-fast.
+figures are drawn, which keeps `tbprobe --help` fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import html
-import math
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from itertools import islice
@@ -37,14 +33,12 @@ from typing import Any
 import numpy as np
 
 from tbprobe.events import RunData, read_run
+from tbprobe.figures import histogram_figures, metric_figure
 from tbprobe.runs import PROBE_RUNS, check_distinct_names, parse_run_arguments
 
 DEFAULT_METRICS = ("sparsity", "dead_units", "mean", "std", "nonfinite")
 DEFAULT_DEAD_THRESHOLD = 0.5
 DEFAULT_MAX_LAYERS = 20
-LOG_SCALE_RATIO = 30.0  # histogram densities use a log axis when max / median exceeds this
-HIGH_IS_BAD = frozenset({"sparsity", "dead_units", "nonfinite"})
-_LINESTYLES = ("-", "--", ":", "-.")
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 table { border-collapse: collapse; font-size: 13px; }
@@ -167,7 +161,7 @@ def write_report(
     for metric in metrics:
         name = f"metric-{metric}.png"
         flag = dead_threshold if metric == "dead_units" else None
-        drawn, caption = _metric_figure(data, metric, layers, figures / name, max_layers, flag)
+        drawn, caption = metric_figure(data, metric, layers, figures / name, max_layers, flag)
         body.append(f"<h3>{_e(metric)}</h3>")
         body.append(
             _figure(f"figures/{name}", metric, caption) if drawn else f"<p>{_e(caption)}</p>"
@@ -211,158 +205,17 @@ def _last(series: tuple[np.ndarray, np.ndarray] | None) -> tuple[int, float] | N
     return None if series is None or not len(series[0]) else (int(series[0][-1]), series[1][-1])
 
 
-def _telling_layers(runs: list[RunData], metric: str, layers: list[str], count: int) -> list[str]:
-    """The `count` layers of `layers` worth a color: with the highest last value (finite, in
-    any run) of a metric where high is bad, else with the widest range over steps; in order."""
-
-    def score(layer: str) -> float:
-        scores = [-math.inf]
-        for r in runs:
-            _, values = r.scalars.get(layer, {}).get(metric, (None, np.zeros(0)))
-            values = values[np.isfinite(values)]
-            if values.size:
-                high = metric in HIGH_IS_BAD
-                scores.append(values[-1] if high else values.max() - values.min())
-        return max(scores)
-
-    top = set(sorted(layers, key=score, reverse=True)[:count])
-    return [layer for layer in layers if layer in top]
-
-
-def _metric_figure(
-    runs: list[RunData],
-    metric: str,
-    layers: list[str],
-    path: Path,
-    max_layers: int,
-    flag: float | None = None,
-) -> tuple[bool, str]:
-    """Draw the metric's lines (and the `flag` level, if any) into `path`; return whether it
-    was drawn, and the caption."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    logged = [la for la in layers if any(metric in r.scalars.get(la, {}) for r in runs)]
-    if not logged:
-        return False, f"No run logged {metric}."
-    values = [
-        r.scalars[la][metric][1] for r in runs for la in logged if metric in r.scalars.get(la, {})
-    ]
-    if not np.any(np.concatenate(values)):
-        return False, f"{metric} is 0 for every layer of every run at every step: nothing to plot."
-    shown = _telling_layers(runs, metric, logged, max_layers)
-    caption = f"{len(logged)} layers."
-    if len(shown) < len(logged):
-        rule = "highest last value" if metric in HIGH_IS_BAD else "widest range over steps"
-        caption = (
-            f"{len(shown)} of {len(logged)} layers in color (the {rule} in any run); "
-            f"the other {len(logged) - len(shown)} in gray."
-        )
-    columns = min(len(runs), 3)
-    rows = math.ceil(len(runs) / columns)
-    figure = Figure(figsize=(4.2 * columns, 3.0 * rows), layout="constrained")
-    axes = figure.subplots(rows, columns, sharey=True, squeeze=False).ravel()
-    colors = figure_colors(len(shown))
-    handles = {}
-    for ax, r in zip(axes, runs, strict=False):
-        ax.set_title(r.name, fontsize=10)
-        ax.set_xlabel("step")
-        for la in logged:
-            if metric not in r.scalars.get(la, {}):
-                continue
-            steps, vals = r.scalars[la][metric]
-            marker = "o" if len(steps) == 1 else None
-            if la in shown:
-                i = shown.index(la)
-                style = {
-                    "color": colors[i % len(colors)],
-                    "linestyle": _LINESTYLES[i // len(colors) % 4],
-                }
-                (handles[la],) = ax.plot(steps, vals, marker=marker, ms=3, lw=1.5, **style)
-            else:
-                ax.plot(steps, vals, marker=marker, ms=2, color="0.82", lw=0.5, zorder=0)
-        if not ax.lines:
-            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
-        elif flag is not None:
-            ax.axhline(flag, color="red", lw=0.8, ls="--", zorder=1)
-    for ax in axes[: len(runs)]:
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
-    for ax in axes[len(runs) :]:
-        ax.set_visible(False)
-    axes[0].set_ylabel(metric)
-    order = [la for la in shown if la in handles]
-    figure.legend(
-        [handles[la] for la in order],
-        order,
-        loc="outside right upper",
-        fontsize=8 if len(order) <= 12 else 6.5,
-        ncols=1 if len(order) <= 30 else 2,
-    )
-    figure.savefig(path, dpi=90)
-    return True, caption
-
-
-def figure_colors(count: int) -> list[Any]:
-    """Up to `count` distinct colors: tab10's up to 10, else tab20's; never their grays, which
-    are kept for the layers drawn as background. Callers cycle them with line styles."""
-    import matplotlib
-
-    table = matplotlib.colormaps["tab10" if count <= 9 else "tab20"]
-    colors = [table(i) for i in range(table.N) if not np.allclose(table(i)[:3], table(i)[0])]
-    return colors[:count]
-
-
 def _histogram_section(runs: list[RunData], layers: list[str], folder: Path) -> list[str]:
-    """One figure per layer overlaying each run's last histogram; the HTML that shows them."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    # One figure, cleared per layer, with fixed margins: a fresh constrained-layout figure per
-    # layer costs about twice as much, which adds up to minutes for ResNet50's 176 layers.
-    figure = Figure(figsize=(6.0, 2.8))
-    colors = figure_colors(len(runs))
+    """The HTML of the histogram figures drawn into `folder`, one heading per layer."""
     html_parts = []
-    for i, layer in enumerate(layers):
+    for i, (layer, (name, caption)) in enumerate(
+        zip(layers, histogram_figures(runs, layers, folder), strict=True)
+    ):
         html_parts.append(f'<h3 id="layer-{i}">{_e(layer)}</h3>')
-        if not any(layer in r.histograms for r in runs):
-            html_parts.append("<p>No run logged an activation histogram for this layer.</p>")
-            continue
-        figure.clear()
-        figure.subplots_adjust(left=0.14, right=0.98, bottom=0.17, top=0.9)
-        ax = figure.add_subplot()
-        notes = []
-        for k, r in enumerate(runs):
-            color = colors[k % len(colors)]
-            width = 2.6 - k / max(len(runs) - 1, 1)  # earlier runs wider: equal ones stay visible
-            step, rows = r.histograms.get(layer, (None, np.zeros((0, 3))))
-            left, right, counts = rows[:, 0], rows[:, 1], rows[:, 2]
-            label = f"{r.name} (step {step})"
-            if step is None:
-                notes.append(f"{r.name}: not logged")
-            elif counts.sum() <= 0:
-                notes.append(f"{r.name}: no finite value at step {step}")
-            elif np.all(right <= left):  # a single distinct value
-                ax.axvline(right[-1], color=color, lw=2, label=f"{label}: all {right[-1]:.4g}")
-            else:
-                widths = np.where(right > left, right - left, np.nan)
-                density = counts / counts.sum() / widths
-                ax.stairs(density, np.append(left, right[-1]), color=color, lw=width, label=label)
-        ax.set_title(layer, fontsize=9)
-        ax.set_xlabel("activation")
-        ax.set_ylabel("density")
-        heights = [p.get_data().values for p in ax.patches]
-        heights = np.concatenate(heights) if heights else np.zeros(0)
-        heights = heights[np.isfinite(heights) & (heights > 0)]
-        if heights.size and heights.max() > LOG_SCALE_RATIO * np.median(heights):
-            ax.set_yscale("log")  # else a spike (the zeros of a ReLU) flattens everything else
-            ax.yaxis.set_minor_formatter(NullFormatter())
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # no mathtext
-            ax.set_ylabel("density (log)")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-        name = f"hist-{i:03d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', layer)}.png"
-        figure.savefig(folder / name, dpi=90)
-        html_parts.append(_figure(f"figures/{name}", layer, "; ".join(notes)))
+        if name is None:
+            html_parts.append(f"<p>{_e(caption)}</p>")
+        else:
+            html_parts.append(_figure(f"figures/{name}", layer, caption))
     return html_parts
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from tbprobe.cli import main
 from tbprobe.events import RunData, read_run
-from tbprobe.report import _telling_layers, write_report
+from tbprobe.figures import telling_layers
+from tbprobe.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROWS = np.array([[-1.0, 0.0, 3.0], [0.0, 1.0, 5.0]])
@@ -138,8 +139,8 @@ def test_many_layers_color_the_telling_ones_and_say_so(tmp_path):
     scalars["block3/conv"]["mean"] = (steps, np.array([0.0, 5.0, 0.0]))
     run = RunData("r", tmp_path, scalars, {})
 
-    assert _telling_layers([run], "dead_units", layers, 3) == layers[-3:]
-    assert _telling_layers([run], "mean", layers, 2) == ["block0/conv", "block3/conv"]
+    assert telling_layers([run], "dead_units", layers, 3) == layers[-3:]
+    assert telling_layers([run], "mean", layers, 2) == ["block0/conv", "block3/conv"]
     page = write_report([run], tmp_path / "out", max_layers=3, metrics=["dead_units"]).read_text()
     assert (
         "3 of 30 layers in color (the highest last value in any run); the other 27 in gray." in page
