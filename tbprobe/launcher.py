@@ -40,7 +40,7 @@ from tbprobe.tensorboard_process import (
     page_urls,
     pick_port,
     read_log,
-    start,
+    start_in_new_session,
     tensorboard_command,
     terminate_group,
     wait_until_serving,
@@ -187,7 +187,7 @@ def launch(
         title = "tbprobe: " + (", ".join(links) or logdir.name)
         for attempt in range(_PORT_ATTEMPTS):
             command = tensorboard_command(logdir, host, chosen, samples, title, tensorboard_args)
-            process = start(command, log_path)
+            process = start_in_new_session(command, log_path)
             url, poll_url = page_urls(host, chosen)
             try:
                 wait_until_serving(process, poll_url, log_path, timeout)

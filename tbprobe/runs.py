@@ -181,9 +181,8 @@ def resolve_logdir(*runs: RunArgumentLike) -> Path | dict[str, Path]:
         ValueError, TypeError: As described in `parse_run_arguments`.
     """
     arguments = parse_run_arguments(*runs, layout=TENSORBOARD_RUNS)
-    if arguments[0].name is None:
-        return arguments[0].path.resolve()
-    return {a.name: a.path.resolve() for a in arguments if a.name is not None}
+    links = {a.name: a.path.resolve() for a in arguments if a.name is not None}
+    return links or arguments[0].path.resolve()  # no name: a folder of runs given alone
 
 
 def link_runs(logdir: Path, links: Mapping[str, Path]) -> Path:

@@ -7,7 +7,8 @@ Its stdout and stderr go to a log file, read back for error messages.
 Example::
 
     port = pick_port("localhost", None)
-    process = start(tensorboard_command(logdir, "localhost", port, {}, "runs"), log)
+    command = tensorboard_command(logdir, "localhost", port, {}, "runs")
+    process = start_in_new_session(command, log)
     wait_until_serving(process, page_urls("localhost", port)[1], log, timeout=120.0)
     terminate_group(process, timeout=10.0)
 """
@@ -121,7 +122,7 @@ def tensorboard_command(
     ]
 
 
-def start(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+def start_in_new_session(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     """Start `command` in a new session (process group), its output appended to `log_path`."""
     with open(log_path, "ab") as log:
         if os.name == "posix":
