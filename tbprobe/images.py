@@ -3,14 +3,17 @@
 `feature_map_grid` tiles, for each shown sample, the first `max_channels` channels of a
 `[batch, height, width, channels]` output in a near-square grid with 1-pixel separators. Each
 channel is min-max normalized on its own (a constant channel becomes 0, never NaN; non-finite
-pixels become 0), then colored through a 256-entry lookup table made from a matplotlib colormap
-(`colormap_table`), or left grayscale. `heatmap` shows a rank-2 output as one image of
+pixels become 0) to a palette index 0..254; 255 marks separators and blank tiles. `heatmap` shows a rank-2 output as one image of
 samples x units, and a rank-3 output as one image of time x features per shown sample, each
 normalized over the whole image.
 
 Sizes: `tf.summary.image` stores PNGs at full size, so the longer side is capped at `max_side`
 (area downsampling); tiny images are enlarged by an integer factor (nearest neighbour) so that
 TensorBoard shows them at a visible size. All shapes are static, so the result traces once.
+
+Images stay palette indices (one byte a pixel) until PNG encoding, where `colormap_palette` gives
+the colors (see `tbprobe.summaries.encode_png_images`): a third of the bytes of RGB to filter and
+compress, which is most of the cost of an image.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ MIN_SIDE = 128
 SEPARATOR = 255
 
 
-def colormap_table(cmap: str | None) -> np.ndarray | None:
-    """The `[256, 3]` uint8 RGB lookup table of a matplotlib colormap, or None for grayscale.
+def colormap_palette(cmap: str | None) -> np.ndarray | None:
+    """`[256, 3]` uint8 RGB palette: 255 colors of a matplotlib colormap, then white.
+
+    Index 255 is the separator color. Returns None for `cmap=None` (grayscale images).
 
     Raises:
         ValueError: `cmap` is not a matplotlib colormap name.
@@ -44,14 +49,14 @@ def colormap_table(cmap: str | None) -> np.ndarray | None:
             "colormap name such as 'viridis', 'magma', 'coolwarm' or 'gray' (all names: "
             "list(matplotlib.colormaps)), or None for grayscale."
         ) from None
-    return np.round(colormap(np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+    colors = np.round(colormap(np.linspace(0.0, 1.0, SEPARATOR))[:, :3] * 255).astype(np.uint8)
+    return np.concatenate([colors, np.full((1, 3), 255, np.uint8)])
 
 
 def feature_map_grid(
     x: tf.Tensor,
     max_channels: int = 32,
     max_samples: int = 1,
-    lut: np.ndarray | None = None,
     channels_first: bool = False,
     max_side: int = DEFAULT_MAX_SIDE,
 ) -> tf.Tensor:
@@ -62,12 +67,11 @@ def feature_map_grid(
             when `channels_first`); height, width and channels must be statically known.
         max_channels: channels shown per sample (the first ones).
         max_samples: samples shown (the first ones); one image each.
-        lut: `[256, 3]` uint8 colormap table, or None for grayscale.
         channels_first: whether `x` is channels-first.
         max_side: cap on the longer image side, in pixels.
 
     Returns:
-        uint8 tensor `[min(batch, max_samples), H, W, 3 or 1]`.
+        uint8 palette indices `[min(batch, max_samples), H, W]`.
     """
     if channels_first:
         x = tf.transpose(x, [0, 2, 3, 1])
@@ -83,17 +87,18 @@ def feature_map_grid(
         maps = tf.image.resize(maps, [tile_h, tile_w], method="area")
     # [k, h, w, c] -> [k, c, h, w] tiles, padded to rows * columns with blank tiles.
     tiles = tf.transpose(_to_index(maps), [0, 3, 1, 2])
-    tiles = tf.pad(tiles, [[0, 0], [0, rows * columns - shown], [0, 1], [0, 1]], constant_values=-1)
+    tiles = tf.pad(
+        tiles, [[0, 0], [0, rows * columns - shown], [0, 1], [0, 1]], constant_values=SEPARATOR
+    )
     grid = tf.reshape(tiles, [-1, rows, columns, tile_h + 1, tile_w + 1])
     grid = tf.transpose(grid, [0, 1, 3, 2, 4])
     grid = tf.reshape(grid, [-1, rows * (tile_h + 1), columns * (tile_w + 1)])
-    return _colorize(grid[:, :-1, :-1], lut)
+    return grid[:, :-1, :-1]
 
 
 def heatmap(
     x: tf.Tensor,
     max_samples: int = 1,
-    lut: np.ndarray | None = None,
     max_side: int = DEFAULT_MAX_SIDE,
 ) -> tf.Tensor:
     """Heatmap images of a rank-2 or rank-3 activation.
@@ -103,11 +108,10 @@ def heatmap(
             (columns); or `[batch, time, features]`, one image of time (rows) by features per
             shown sample. Dimensions must be statically known.
         max_samples: images shown for a rank-3 output.
-        lut: `[256, 3]` uint8 colormap table, or None for grayscale.
         max_side: cap on each image side, in pixels.
 
     Returns:
-        uint8 tensor `[k, H, W, 3 or 1]`.
+        uint8 palette indices `[k, H, W]`.
     """
     images = x[tf.newaxis] if x.shape.rank == 2 else x[:max_samples]
     images = _normalize(tf.cast(images, tf.float32)[..., tf.newaxis], axes=[1, 2])
@@ -116,7 +120,7 @@ def heatmap(
     target = (_fit(height, 1, 1, 1, max_side)[0], _fit(1, width, 1, 1, max_side)[1])
     if target != (height, width):
         images = tf.image.resize(images, target, method="area")
-    return _colorize(_to_index(images)[..., 0], lut)
+    return _to_index(images)[..., 0]
 
 
 def _fit(height: int, width: int, rows: int, columns: int, max_side: int) -> tuple[int, int]:
@@ -141,16 +145,8 @@ def _normalize(maps: tf.Tensor, axes: list[int]) -> tf.Tensor:
 
 
 def _to_index(maps: tf.Tensor) -> tf.Tensor:
-    return tf.cast(tf.round(maps * 255.0), tf.int32)
-
-
-def _colorize(index: tf.Tensor, lut: np.ndarray | None) -> tf.Tensor:
-    """Map int32 indices (0..255, -1 for separators) to uint8 RGB or grayscale pixels."""
-    if lut is None:
-        pixels = tf.where(index < 0, SEPARATOR, index)
-        return tf.cast(pixels, tf.uint8)[..., tf.newaxis]
-    table = tf.constant(np.concatenate([lut, np.full((1, 3), SEPARATOR, np.uint8)]))
-    return tf.gather(table, tf.where(index < 0, 256, index))
+    """[0, 1] floats to palette indices 0..254 (255 is the separator)."""
+    return tf.cast(tf.round(maps * (SEPARATOR - 1)), tf.uint8)
 
 
 def describe_image(shape: tuple[Any, ...]) -> str | None:

@@ -1,145 +1,191 @@
-"""On-device reductions of one activation tensor: histogram buckets and health scalars.
+"""Reductions of one activation tensor: histogram buckets and health scalars.
 
-`layer_statistics(x)` returns, for any float tensor:
+For a float tensor `x`, tbprobe reports:
 
-* `histogram`: a `[buckets, 3]` float64 tensor of rows `(left_edge, right_edge, count)`, the
-  format of TensorBoard's histogram plugin. `buckets` equal-width buckets span the finite values
-  from min to max; the last bucket is closed on both sides. The counts sum to the number of
-  finite elements. Edge cases follow `tensorboard.plugins.histogram.summary_v2`: no finite value
-  (empty or all-NaN input) gives all zeros; a single distinct value gives every edge equal to it
-  and the whole count in the last bucket.
-* `sparsity`: fraction of elements with `abs(x) <= zero_tol` (0 for an empty tensor).
+* a histogram: `buckets` equal-width buckets spanning the finite values from their exact min to
+  their exact max, the last bucket closed on both sides, counts summing to the number of finite
+  elements; written as TensorBoard's `[buckets, 3]` rows `(left_edge, right_edge, count)` by
+  `histogram_rows`, with TensorBoard's edge cases (no finite value: all zeros; one distinct
+  value: every edge equal to it, the whole count in the last bucket);
+* `sparsity`: fraction of elements with `abs(x) <= zero_tol` (0 for an empty tensor);
 * `dead_units`: fraction of units (positions along `unit_axis`) with `abs(x) <= zero_tol` at every
-  sample and position; the whole tensor is one unit when `unit_axis` is None; 0 when empty.
-* `mean`, `std`: over the finite elements (population std); NaN when there is none.
+  sample and position; the whole tensor is one unit when `unit_axis` is None; 0 when empty;
+* `mean`, `std`: over the finite elements (population std); NaN when there is none;
 * `nonfinite`: fraction of elements that are NaN or +-Inf (0 for an empty tensor).
 
-Cost: a few passes over `x`, O(n) memory. `tf.summary.histogram` builds an `n x buckets` float64
-one-hot instead (48x a ResNet50 forward pass, and out of memory on large activations). When
-every element is finite (the common case) nothing is masked or copied. Moments are computed on
-`x` rescaled by a power of two, so huge finite values do not overflow them.
+`layer_reductions(x)` is the fast in-graph version: five reductions over `x` (per-unit min,
+max and sum, the sum of squares, the zero count) and no copy of it, no branch. `std` comes from
+one pass, `sqrt(E[x^2] - E[x]^2)`, accurate to about `1e-3 * |mean|` when `std` is tiny next to
+`|mean|`. Buckets are counted on at most `histogram_sample` elements picked at a fixed stride
+coprime to every dimension (so every channel and position is sampled evenly), scaled to the
+number of elements: bucketing costs ~10x a reduction per element, and bucketing every element
+of every layer would cost more than the forward pass itself. `histogram_sample=None` counts all.
+(`tf.summary.histogram` builds an `n x buckets` float64 one-hot instead: 48x a ResNet50 forward
+pass, and out of memory on large tensors.)
 
-`layer_statistics_numpy` is the numpy twin, used to test the op without a writer.
+Its results hold only when every element is finite and the sum of squares cannot overflow; the
+`exact` entry says so. Otherwise `layer_reductions_exact(x)` gives them: it masks the finite
+values, rescales them by a power of two and buckets all of them.
+
+Both return a vector laid out as `FIELDS` followed by the bucket counts, so that a whole model's
+results leave the device as one matrix. `layer_statistics_numpy` is the numpy twin.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 DEFAULT_BUCKETS = 30
+DEFAULT_HISTOGRAM_SAMPLE = 2**16
 SCALAR_NAMES = ("sparsity", "dead_units", "mean", "std", "nonfinite")
+FIELDS = (*SCALAR_NAMES, "low", "high", "exact")
 
 
-def layer_statistics(
-    x: Any,
+def sample_stride(shape: tuple[int, ...], cap: int | None) -> int:
+    """Stride of the histogram sample of a tensor of `shape`: 1 means every element.
+
+    The smallest stride that keeps at most `cap` elements and shares no factor with any
+    dimension, so that strided positions cycle through every channel, row and column.
+    """
+    size = math.prod(shape)
+    if cap is None or size <= cap:
+        return 1
+    stride = max(2, -(-size // cap))
+    while any(math.gcd(stride, d) > 1 for d in shape if d > 1):
+        stride += 1
+    return stride
+
+
+def layer_reductions(
+    x: tf.Tensor,
     buckets: int = DEFAULT_BUCKETS,
     zero_tol: float = 0.0,
     unit_axis: int | None = -1,
-) -> dict[str, tf.Tensor]:
-    """Histogram and health scalars of one activation tensor, computed in-graph.
+    histogram_sample: int | None = DEFAULT_HISTOGRAM_SAMPLE,
+) -> tf.Tensor:
+    """Fast reductions of one activation, valid when its `exact` field is 1.
 
     Args:
-        x: float tensor of any shape (float16/bfloat16 are computed in float32).
+        x: float tensor with a static shape (float16/bfloat16 are computed in float32).
         buckets: number of histogram buckets, >= 1.
         zero_tol: an element counts as zero when `abs(x) <= zero_tol`.
         unit_axis: axis indexing units (channels) for `dead_units`; None: one unit.
+        histogram_sample: most elements bucketed; None: all of them.
 
     Returns:
-        `{"histogram": [buckets, 3] float64, "sparsity", "dead_units", "mean", "std",
-        "nonfinite": float32 scalars}`.
+        float64 vector `[len(FIELDS) + buckets]`: `FIELDS` values, then bucket counts.
     """
-    x = tf.convert_to_tensor(x)
-    dtype = tf.float64 if x.dtype == tf.float64 else tf.float32
-    x = tf.cast(x, dtype)
-    size = tf.size(x, out_type=tf.int64)
-    denominator = tf.cast(tf.maximum(size, 1), tf.float64)
+    x, shape = _as_float(x)
+    size = math.prod(shape)
+    if size == 0:
+        return _empty(buckets)
+    axes, unit_low, unit_high = _unit_extremes(x, unit_axis)
+    low, high = tf.reduce_min(unit_low), tf.reduce_max(unit_high)
+    total = tf.reduce_sum(tf.reduce_sum(x, axis=axes))
+    sparsity, dead_units = _zero_stats(x, unit_low, unit_high, zero_tol)
+    mean = total / size
+    std = tf.sqrt(tf.maximum(2 * tf.nn.l2_loss(x) / size - mean * mean, 0))
+    sample = tf.reshape(x, [-1])[:: sample_stride(shape, histogram_sample)]
+    # histogram_fixed_width rejects NaN; these results are discarded then anyway (not exact).
+    sample = tf.where(tf.math.is_finite(sample), sample, tf.zeros_like(sample))
+    counts = _bucket_counts(sample, low, high, buckets) * (size / int(sample.shape[0]))
+    # Valid when the sum is finite (no NaN or Inf) and squares cannot overflow.
+    max_abs = tf.cast(tf.maximum(tf.abs(low), tf.abs(high)), tf.float64)
+    limit = float(np.finfo(x.dtype.as_numpy_dtype).max) / (4 * size)
+    exact = tf.logical_and(tf.math.is_finite(total), max_abs * max_abs < limit)
+    return _pack([sparsity, dead_units, mean, std, 0.0, low, high, exact], counts)
 
-    is_zero = tf.abs(x) <= tf.cast(zero_tol, dtype)
-    sparsity = tf.cast(tf.math.count_nonzero(is_zero), tf.float64) / denominator
-    # An empty output has no evidence of dead units (reduce_all over nothing would say all are).
-    dead_units = tf.cond(
-        size > 0, lambda: _dead_units(is_zero, unit_axis), lambda: tf.zeros([], tf.float64)
-    )
 
+def layer_reductions_exact(
+    x: tf.Tensor,
+    buckets: int = DEFAULT_BUCKETS,
+    zero_tol: float = 0.0,
+    unit_axis: int | None = -1,
+) -> tf.Tensor:
+    """Reductions of one activation that may hold NaN, Inf or huge values; every element
+    bucketed. Same layout as `layer_reductions`, with `exact` always 1."""
+    x, shape = _as_float(x)
+    size = math.prod(shape)
+    if size == 0:
+        return _empty(buckets)
+    _, unit_low, unit_high = _unit_extremes(x, unit_axis)
+    sparsity, dead_units = _zero_stats(x, unit_low, unit_high, zero_tol)
     flat = tf.reshape(x, [-1])
-    # The common case, every element finite, needs no masked copy.
-    finite = tf.cond(
-        tf.reduce_all(tf.math.is_finite(flat)),
-        lambda: flat,
-        lambda: tf.boolean_mask(flat, tf.math.is_finite(flat)),
-    )
-    count = tf.size(finite, out_type=tf.int64)
-    nonfinite = tf.cast(size - count, tf.float64) / denominator
-    histogram, mean, std = tf.cond(
-        count > 0,
-        lambda: _finite_summary(finite, count, buckets),
-        lambda: (
-            tf.zeros([buckets, 3], tf.float64),
-            tf.constant(np.nan, dtype),
-            tf.constant(np.nan, dtype),
-        ),
-    )
-    return {
-        "histogram": histogram,
-        "sparsity": tf.cast(sparsity, tf.float32),
-        "dead_units": tf.cast(dead_units, tf.float32),
-        "mean": tf.cast(mean, tf.float32),
-        "std": tf.cast(std, tf.float32),
-        "nonfinite": tf.cast(nonfinite, tf.float32),
-    }
-
-
-def _dead_units(is_zero: tf.Tensor, unit_axis: int | None) -> tf.Tensor:
-    rank = is_zero.shape.rank
-    if unit_axis is None or rank == 0:
-        return tf.cast(tf.reduce_all(is_zero), tf.float64)
-    axis = unit_axis % rank
-    other_axes = [a for a in range(rank) if a != axis]
-    dead = tf.reduce_all(is_zero, axis=other_axes)
-    units = tf.maximum(tf.size(dead, out_type=tf.int64), 1)
-    return tf.cast(tf.math.count_nonzero(dead), tf.float64) / tf.cast(units, tf.float64)
-
-
-def _finite_summary(
-    finite: tf.Tensor, count: tf.Tensor, buckets: int
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    low = tf.reduce_min(finite)
-    high = tf.reduce_max(finite)
+    finite = tf.boolean_mask(flat, tf.math.is_finite(flat))
+    count = tf.size(finite)
+    low, high = tf.reduce_min(finite), tf.reduce_max(finite)
     # Moments of finite / scale, scale a power of two near max |x|: exact rescaling, and no
     # overflow for huge finite values (a NaN through max-pooling becomes -3.4e38).
     max_abs = tf.maximum(tf.abs(low), tf.abs(high))
     exponent = tf.clip_by_value(tf.math.ceil(tf.math.log(max_abs) / np.log(2.0)) - 1, -100, 100)
-    scale = tf.where(max_abs > 0, tf.pow(tf.constant(2.0, finite.dtype), exponent), 1)
+    scale = tf.where(max_abs > 0, tf.pow(tf.constant(2.0, x.dtype), exponent), 1)
     scaled = finite / scale
     mean = tf.reduce_mean(scaled)
     std = tf.sqrt(tf.reduce_mean(tf.square(scaled - mean))) * scale
-    histogram = tf.cond(
-        high > low,
-        lambda: _spread_histogram(scaled, low, high, scale, buckets),
-        lambda: _single_value_histogram(high, count, buckets),
-    )
-    return histogram, mean * scale, std
+    counts = _bucket_counts(scaled, low / scale, high / scale, buckets)
+    nonfinite = tf.cast(size - count, tf.float64) / size
+    return _pack([sparsity, dead_units, mean * scale, std, nonfinite, low, high, True], counts)
 
 
-def _spread_histogram(
-    scaled: tf.Tensor, low: tf.Tensor, high: tf.Tensor, scale: tf.Tensor, buckets: int
-) -> tf.Tensor:
-    # Bucketing `scaled` gives the buckets of the unscaled values (power-of-two rescaling is
-    # exact), and its range cannot overflow where high - low would.
-    counts = tf.histogram_fixed_width(scaled, tf.stack([low / scale, high / scale]), nbins=buckets)
-    low64, high64 = tf.cast(low, tf.float64), tf.cast(high, tf.float64)
-    # As TensorBoard does: the last edge is exactly the maximum, whatever linspace rounds to.
-    edges = tf.concat([tf.linspace(low64, high64, buckets + 1)[:-1], [high64]], axis=0)
-    return tf.stack([edges[:-1], edges[1:], tf.cast(counts, tf.float64)], axis=1)
+def histogram_rows(counts: np.ndarray, low: float, high: float) -> np.ndarray:
+    """TensorBoard's `[k, 3]` histogram rows `(left, right, count)` from bucket counts."""
+    counts = np.asarray(counts, np.float64)
+    buckets = counts.size
+    if not counts.sum() or not (np.isfinite(low) and np.isfinite(high)):
+        return np.zeros((buckets, 3))
+    if high <= low:
+        rows = np.zeros((buckets, 3))
+        rows[:, :2] = high
+        rows[-1, 2] = counts.sum()
+        return rows
+    edges = np.linspace(low, high, buckets + 1)
+    edges[-1] = high  # as TensorBoard does: exactly the maximum, whatever linspace rounds to
+    return np.stack([edges[:-1], edges[1:], counts], axis=1)
 
 
-def _single_value_histogram(value: tf.Tensor, count: tf.Tensor, buckets: int) -> tf.Tensor:
-    edges = tf.fill([buckets], tf.cast(value, tf.float64))
-    counts = tf.concat([tf.zeros([buckets - 1], tf.float64), [tf.cast(count, tf.float64)]], 0)
-    return tf.stack([edges, edges, counts], axis=1)
+def _as_float(x: Any) -> tuple[tf.Tensor, tuple[int, ...]]:
+    x = tf.convert_to_tensor(x)
+    if not x.shape.is_fully_defined():
+        raise ValueError(f"tbprobe's reductions need a static shape. Received: {x.shape}.")
+    return tf.cast(x, tf.float64 if x.dtype == tf.float64 else tf.float32), tuple(x.shape)
+
+
+def _unit_extremes(x: tf.Tensor, unit_axis: int | None) -> tuple[list[int], tf.Tensor, tf.Tensor]:
+    rank = x.shape.rank
+    unit = None if unit_axis is None or rank == 0 else unit_axis % rank
+    axes = [a for a in range(rank) if a != unit]
+    return axes, tf.reduce_min(x, axis=axes), tf.reduce_max(x, axis=axes)
+
+
+def _zero_stats(
+    x: tf.Tensor, unit_low: tf.Tensor, unit_high: tf.Tensor, zero_tol: float
+) -> tuple[tf.Tensor, tf.Tensor]:
+    size = x.shape.num_elements()
+    is_zero = tf.equal(x, 0) if zero_tol == 0 else tf.abs(x) <= zero_tol
+    zeros = tf.reduce_sum(tf.cast(is_zero, tf.int32 if size < 2**31 else tf.int64))
+    # abs(x) <= tol throughout a unit  <=>  its max <= tol and its min >= -tol (NaN: neither).
+    dead = tf.logical_and(unit_high <= zero_tol, unit_low >= -zero_tol)
+    return tf.cast(zeros, tf.float64) / size, tf.reduce_mean(tf.cast(dead, tf.float64))
+
+
+def _bucket_counts(values: tf.Tensor, low: tf.Tensor, high: tf.Tensor, buckets: int) -> tf.Tensor:
+    # A range of zero width (one value, or none) would divide by zero; histogram_rows puts the
+    # whole count in the last bucket then, so any range does.
+    value_range = tf.where(high > low, tf.stack([low, high]), tf.constant([0, 1], low.dtype))
+    return tf.cast(tf.histogram_fixed_width(values, value_range, buckets), tf.float64)
+
+
+def _pack(fields: list[Any], counts: tf.Tensor) -> tf.Tensor:
+    head = tf.stack([tf.cast(value, tf.float64) for value in fields])
+    return tf.concat([head, counts], axis=0)
+
+
+def _empty(buckets: int) -> tf.Tensor:
+    return tf.constant([0, 0, np.nan, np.nan, 0, np.nan, np.nan, 1] + [0] * buckets, tf.float64)
 
 
 def layer_statistics_numpy(
@@ -147,8 +193,12 @@ def layer_statistics_numpy(
     buckets: int = DEFAULT_BUCKETS,
     zero_tol: float = 0.0,
     unit_axis: int | None = -1,
+    histogram_sample: int | None = DEFAULT_HISTOGRAM_SAMPLE,
 ) -> dict[str, Any]:
-    """Numpy twin of `layer_statistics` (same definitions, same bucketing rule)."""
+    """Numpy twin: `{"histogram": [k, 3] rows, "sparsity", ..., "nonfinite": float}`.
+
+    Same definitions and, when every element is finite, the same histogram sample.
+    """
     x = np.asarray(x)
     x = x.astype(np.float64 if x.dtype == np.float64 else np.float32)
     size = x.size
@@ -160,8 +210,7 @@ def layer_statistics_numpy(
     else:
         axis = unit_axis % x.ndim
         other = tuple(a for a in range(x.ndim) if a != axis)
-        per_unit = is_zero.all(axis=other)
-        dead = float(per_unit.sum() / max(per_unit.size, 1))
+        dead = float(is_zero.all(axis=other).mean())
     finite = x[np.isfinite(x)]
     result: dict[str, Any] = {
         "sparsity": float(is_zero.sum() / max(size, 1)),
@@ -169,25 +218,30 @@ def layer_statistics_numpy(
         "nonfinite": float((size - finite.size) / max(size, 1)),
         "mean": float(finite.mean(dtype=np.float64)) if finite.size else float("nan"),
         "std": float(finite.std(dtype=np.float64)) if finite.size else float("nan"),
+        "histogram": np.zeros((buckets, 3)),
     }
-    histogram = np.zeros((buckets, 3))
     if finite.size:
         low, high = finite.min(), finite.max()
+        values, weight = finite, 1.0
+        max_abs = float(max(abs(low), abs(high)))
+        fast = finite.size == size and max_abs**2 < float(np.finfo(x.dtype).max) / (4 * size)
+        if fast:  # the fast path buckets a strided sample
+            values = x.reshape(-1)[:: sample_stride(x.shape, histogram_sample)]
+            weight = size / values.size
+        counts = np.full(buckets, values.size * weight / buckets)
         if high > low:
-            # tf.histogram_fixed_width's rule, floor((max(v, low) - low) / step) clamped,
-            # applied to the values rescaled by a power of two, as layer_statistics does.
-            max_abs = max(abs(low), abs(high))
-            scale = x.dtype.type(2.0 ** np.clip(np.ceil(np.log2(max_abs)) - 1, -100, 100))
-            scaled, low_s = finite / scale, low / scale
-            step = float(high / scale - low_s) / buckets
-            offsets = (np.maximum(scaled, low_s) - low_s).astype(np.float64)
-            index = np.minimum(offsets / step, buckets - 1)
-            counts = np.bincount(index.astype(np.int64), minlength=buckets)
-            edges = np.linspace(float(low), float(high), buckets + 1)
-            edges[-1] = float(high)
-            histogram = np.stack([edges[:-1], edges[1:], counts], axis=1)
-        else:
-            histogram[:, :2] = float(high)
-            histogram[-1, 2] = finite.size
-    result["histogram"] = histogram
+            counts = _numpy_bucket_counts(values, low, high, buckets) * weight
+        result["histogram"] = histogram_rows(counts, float(low), float(high))
     return result
+
+
+def _numpy_bucket_counts(values: np.ndarray, low: Any, high: Any, buckets: int) -> np.ndarray:
+    """tf.histogram_fixed_width's rule, floor((max(v, low) - low) / step) clamped, applied to
+    values rescaled by a power of two as the exact branch does (no bucket changes for the
+    fast branch's values, which are far from overflow)."""
+    max_abs = max(abs(low), abs(high))
+    scale = values.dtype.type(2.0 ** np.clip(np.ceil(np.log2(max_abs)) - 1, -100, 100))
+    scaled, low_s = values / scale, low / scale
+    step = float(high / scale - low_s) / buckets
+    offsets = (np.maximum(scaled, low_s) - low_s).astype(np.float64)
+    return np.bincount(np.minimum(offsets / step, buckets - 1).astype(np.int64), minlength=buckets)

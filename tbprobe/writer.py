@@ -1,13 +1,13 @@
 """`Probe`: logs the probed activations of a model to TensorBoard, one compiled call per log step.
 
-A log step runs two `tf.function`s, each traced once:
-
-1. `compute` (traced once per `Probe`): the probe model's forward pass on the fixed sample, then,
-   per probed output, the histogram and health scalars of `tbprobe.stats` and the PNG-encoded
-   image of `tbprobe.images`. Only these small results leave the graph.
-2. `write` (traced once per summary writer): writes them under the per-layer tags with
-   `tf.summary.write`, inside `tf.summary.record_if(True)` so that another callback's gating
-   (Keras's TensorBoard `update_freq`) cannot drop them.
+A log step runs one `tf.function`, traced once per `Probe`: the probe model's forward pass on
+the fixed sample, then, per probed output, the reductions of `tbprobe.stats` (histogram counts
+and health scalars) and the PNG-encoded image of `tbprobe.images`. Only these small results
+leave the graph: one `[outputs, fields]` matrix and the PNG strings. On the host they become
+one `Summary` protobuf written as one event (`tbprobe.summaries`), inside
+`tf.summary.record_if(True)` so that another callback's gating (Keras's TensorBoard
+`update_freq`) cannot drop it. When some output holds NaN, Inf or huge values, a second
+compiled function (traced on first need) recomputes the reductions exactly.
 
 Events go to `<log_dir>/probe`, flushed after every log step. Tags, per probed output `<tag>`:
 `<tag>/activations` (histogram), `<tag>/sparsity`, `<tag>/dead_units`, `<tag>/mean`, `<tag>/std`,
@@ -30,14 +30,22 @@ import tensorflow as tf
 from tbprobe import summaries
 from tbprobe.images import (
     DEFAULT_MAX_SIDE,
-    colormap_table,
+    colormap_palette,
     describe_image,
     feature_map_grid,
     heatmap,
 )
 from tbprobe.probe import ProbedOutput, probe_model
 from tbprobe.selection import LayerSpec
-from tbprobe.stats import DEFAULT_BUCKETS, SCALAR_NAMES, layer_statistics
+from tbprobe.stats import (
+    DEFAULT_BUCKETS,
+    DEFAULT_HISTOGRAM_SAMPLE,
+    FIELDS,
+    SCALAR_NAMES,
+    histogram_rows,
+    layer_reductions,
+    layer_reductions_exact,
+)
 
 PROBE_SUBDIR = "probe"
 
@@ -69,6 +77,8 @@ class Probe:
         zero_tol: `abs(x) <= zero_tol` counts as zero for sparsity and dead units.
         images: whether to log feature-map grids and heatmaps.
         max_image_side: cap on an image's longer side, in pixels.
+        histogram_sample: most elements of one output bucketed for its histogram (a strided
+            sample, counts scaled to the total; see `tbprobe.stats`); None buckets every one.
 
     Raises:
         ValueError: a bad argument, an unbuilt model, a sample the model cannot take, or a
@@ -95,19 +105,25 @@ class Probe:
         zero_tol: float = 0.0,
         images: bool = True,
         max_image_side: int = DEFAULT_MAX_SIDE,
+        histogram_sample: int | None = DEFAULT_HISTOGRAM_SAMPLE,
     ):
         self.every = _positive_int("every", every)
         self.buckets = _positive_int("buckets", buckets)
         self.max_channels = _positive_int("max_channels", max_channels)
         self.max_samples = _positive_int("max_samples", max_samples)
         self.max_image_side = _positive_int("max_image_side", max_image_side)
+        self.histogram_sample = (
+            None
+            if histogram_sample is None
+            else _positive_int("histogram_sample", histogram_sample)
+        )
         if isinstance(zero_tol, bool) or not isinstance(zero_tol, (int, float)) or zero_tol < 0:
             raise ValueError(
                 f"Invalid value for argument `zero_tol`. Received: zero_tol={zero_tol!r}. "
                 "Expected a non-negative number."
             )
         self.zero_tol = float(zero_tol)
-        self._lut = _colormap(cmap)
+        self._palette = _colormap(cmap)
         self.images = bool(images)
         self.log_dir = os.fspath(log_dir)
         self.probe_dir = tf.io.gfile.join(self.log_dir, PROBE_SUBDIR)
@@ -118,11 +134,11 @@ class Probe:
         self.outputs: list[ProbedOutput] = self.probe_model.probed_outputs
         self._plans = [self._plan(output) for output in self.outputs]
         self._writes = _writes_summaries(model)
-        self._compute = tf.function(self._compute_summaries, autograph=False)
+        self._compute = tf.function(self._reduce_fast, autograph=False)
+        self._compute_exact = tf.function(self._reduce_exact, autograph=False)
         self._writer: Any = None
-        self._write: Any = None
-        self._manifest_written = False
-        self._last: dict[str, Any] | None = None
+        self._header_written = False
+        self._last: np.ndarray | None = None
 
     def log(self, step: int | Any) -> bool:
         """Log the probe batch's activations at `step` if `step % every == 0`.
@@ -138,10 +154,21 @@ class Probe:
         step = _as_step(step)
         if step % self.every or not self._writes:
             return False
-        self._last = self._compute(self.sample)
-        writer = self._open_writer(step)
-        self._write(tf.constant(step, tf.int64), self._last)
-        writer.flush()
+        reductions, images = self._run()
+        builder = summaries.SummaryBuilder()
+        if not self._header_written:
+            summaries.add_run_header(builder, [self._manifest_row(plan) for plan in self._plans])
+        for plan, row in zip(self._plans, reductions, strict=True):
+            values = dict(zip(FIELDS, row[: len(FIELDS)], strict=True))
+            rows = histogram_rows(row[len(FIELDS) :], values["low"], values["high"])
+            summaries.add_layer_values(builder, plan.output.tag, values, rows)
+            if plan.image is not None:
+                builder.images(f"{plan.output.tag}/{plan.image}", images[plan.output.tag])
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.probe_dir)
+        builder.write(self._writer, step)
+        self._writer.flush()
+        self._header_written = True
         return True
 
     def stats(self) -> dict[str, dict[str, float]]:
@@ -151,10 +178,10 @@ class Probe:
             `{tag: {"sparsity", "dead_units", "mean", "std", "nonfinite": float}}`.
         """
         if self._last is None:
-            self._last = self._compute(self.sample)
+            self._run()
         return {
-            tag: dict(zip(SCALAR_NAMES, (float(v) for v in values["scalars"].numpy()), strict=True))
-            for tag, values in self._last.items()
+            plan.output.tag: {name: float(row[FIELDS.index(name)]) for name in SCALAR_NAMES}
+            for plan, row in zip(self._plans, self._last, strict=True)
         }
 
     def close(self) -> None:
@@ -162,7 +189,6 @@ class Probe:
         if self._writer is not None:
             self._writer.close()
         self._writer = None
-        self._write = None
 
     def __enter__(self) -> Probe:
         return self
@@ -183,54 +209,56 @@ class Probe:
         image = describe_image(output.shape) if self.images else None
         return _Plan(output, unit_axis, image, channels_first and rank == 4)
 
-    def _compute_summaries(self, sample: Any) -> dict[str, dict[str, tf.Tensor]]:
+    def _manifest_row(self, plan: _Plan) -> summaries.ManifestRow:
+        output = plan.output
+        layer_class = type(output.layer).__name__
+        return summaries.ManifestRow(
+            output.tag, layer_class, output.shape, output.dtype, plan.image
+        )
+
+    def _run(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Reductions `[outputs, FIELDS + buckets]` and encoded images, on the host."""
+        reductions, images = self._compute(self.sample)
+        reductions = reductions.numpy()
+        inexact = reductions[:, FIELDS.index("exact")] == 0
+        if inexact.any():  # NaN, Inf or huge values: the exact branch, traced on first need
+            reductions[inexact] = self._compute_exact(self.sample).numpy()[inexact]
+        self._last = reductions
+        return reductions, {tag: value.numpy() for tag, value in images.items()}
+
+    def _reduce_fast(self, sample: Any) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         activations = self.probe_model(sample, training=False)
-        computed = {}
+        rows, images = [], {}
         for plan in self._plans:
             x = activations[plan.output.tag]
-            stats = layer_statistics(x, self.buckets, self.zero_tol, plan.unit_axis)
-            entry = {
-                "histogram": stats["histogram"],
-                "scalars": tf.stack([stats[name] for name in SCALAR_NAMES]),
-            }
+            rows.append(
+                layer_reductions(
+                    x, self.buckets, self.zero_tol, plan.unit_axis, self.histogram_sample
+                )
+            )
             if plan.image is not None:
-                entry["image"] = summaries.encode_images(self._image(plan, x))
-            computed[plan.output.tag] = entry
-        return computed
+                images[plan.output.tag] = summaries.encode_png_images(
+                    self._image(plan, x), self._palette
+                )
+        return tf.stack(rows), images
+
+    def _reduce_exact(self, sample: Any) -> tf.Tensor:
+        activations = self.probe_model(sample, training=False)
+        return tf.stack(
+            [
+                layer_reductions_exact(
+                    activations[plan.output.tag], self.buckets, self.zero_tol, plan.unit_axis
+                )
+                for plan in self._plans
+            ]
+        )
 
     def _image(self, plan: _Plan, x: tf.Tensor) -> tf.Tensor:
         if plan.image == "feature_maps":
             return feature_map_grid(
-                x,
-                self.max_channels,
-                self.max_samples,
-                self._lut,
-                plan.channels_first,
-                self.max_image_side,
+                x, self.max_channels, self.max_samples, plan.channels_first, self.max_image_side
             )
-        return heatmap(x, self.max_samples, self._lut, self.max_image_side)
-
-    def _open_writer(self, step: int) -> Any:
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.probe_dir)
-            self._write = tf.function(summaries.make_write_fn(self._writer, self._plans_by_tag()))
-        if not self._manifest_written:
-            rows = [
-                summaries.ManifestRow(
-                    plan.output.tag,
-                    type(plan.output.layer).__name__,
-                    plan.output.shape,
-                    plan.output.dtype,
-                    plan.image,
-                )
-                for plan in self._plans
-            ]
-            summaries.write_run_header(self._writer, rows, step)
-            self._manifest_written = True
-        return self._writer
-
-    def _plans_by_tag(self) -> dict[str, str | None]:
-        return {plan.output.tag: plan.image for plan in self._plans}
+        return heatmap(x, self.max_samples, self.max_image_side)
 
 
 def first_batch(sample: Any) -> Any:
@@ -321,4 +349,4 @@ def _colormap(cmap: Any) -> np.ndarray | None:
             f"Invalid value for argument `cmap`. Received: cmap={cmap!r}. Expected a matplotlib "
             "colormap name such as 'viridis', or None for grayscale."
         )
-    return colormap_table(cmap)
+    return colormap_palette(cmap)

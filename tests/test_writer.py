@@ -9,6 +9,7 @@ import tensorflow as tf
 from conftest import read_events
 
 import tbprobe
+from tbprobe.images import colormap_palette
 from tbprobe.stats import layer_statistics_numpy
 
 METRICS = {
@@ -80,6 +81,11 @@ def test_feature_map_image_size_and_range(logged_run):
     assert image.dtype == np.uint8
     separator = image[56, :, :]
     assert (separator == 255).all()
+    # A palette PNG of the viridis colors: each channel spans the colormap from end to end.
+    palette = colormap_palette("viridis")
+    colors = {tuple(c) for c in image.reshape(-1, 3)}
+    assert colors <= {tuple(c) for c in palette}
+    assert tuple(palette[0]) in colors and tuple(palette[254]) in colors
 
 
 def test_grayscale_tiles_are_normalized_per_channel(tiny_cnn, image_batch, tmp_path):
@@ -93,7 +99,7 @@ def test_grayscale_tiles_are_normalized_per_channel(tiny_cnn, image_batch, tmp_p
         row, column = divmod(channel, 2)
         tile = image[row * 57 : row * 57 + 56, column * 57 : column * 57 + 56]
         if np.ptp(conv1[..., channel]) > 0:
-            assert tile.min() == 0 and tile.max() == 255
+            assert tile.min() == 0 and tile.max() == 254  # 255 marks separators
         else:
             assert (tile == 0).all()
         # The brightest pixel of the tile is where the channel is largest.
