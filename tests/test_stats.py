@@ -12,6 +12,7 @@ from tbprobe.stats import (
     layer_reductions,
     layer_reductions_exact,
     layer_statistics_numpy,
+    sample_plan,
     sample_stride,
 )
 
@@ -156,6 +157,16 @@ def test_sample_stride_is_coprime_to_every_dimension():
     assert sample_stride((8, 48, 48), cap=1000) == 19
     # 2 * 3 * 5 * 7 = 210 elements, cap 50 -> 5 shares a factor with 5, 6 with 2 and 3 -> 11.
     assert sample_stride((2, 3, 5, 7), cap=50) == 11
+
+
+def test_sample_plan_takes_whole_positions_when_units_are_last():
+    # 6 x 10 x 10 positions of 16 channels, cap 1000 -> at most 62 positions: stride 11 of 600.
+    assert sample_plan((6, 10, 10, 16), -1, 1000) == (16, sample_stride((6, 10, 10), 62))
+    assert sample_stride((6, 10, 10), 62) == 11
+    # Units elsewhere (channels first, or none): single elements.
+    assert sample_plan((6, 16, 10, 10), 1, 1000) == (1, sample_stride((6, 16, 10, 10), 1000))
+    assert sample_plan((6, 16), None, 10) == (1, 11)
+    assert sample_plan((6, 16), -1, None) == (16, 1)
 
 
 def test_sampled_histogram_is_scaled_to_the_element_count():
