@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-DEFAULT_MAX_SIDE = 1024
+from tbprobe.options import DEFAULT_MAX_IMAGE_SIDE
+
 MIN_SIDE = 128
 SEPARATOR = 255
 
@@ -58,7 +59,7 @@ def feature_map_grid(
     max_channels: int = 32,
     max_samples: int = 1,
     channels_first: bool = False,
-    max_side: int = DEFAULT_MAX_SIDE,
+    max_side: int = DEFAULT_MAX_IMAGE_SIDE,
 ) -> tf.Tensor:
     """Channel grids of a rank-4 activation.
 
@@ -99,7 +100,7 @@ def feature_map_grid(
 def heatmap(
     x: tf.Tensor,
     max_samples: int = 1,
-    max_side: int = DEFAULT_MAX_SIDE,
+    max_side: int = DEFAULT_MAX_IMAGE_SIDE,
 ) -> tf.Tensor:
     """Heatmap images of a rank-2 or rank-3 activation.
 

@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-DEFAULT_BUCKETS = 30
-DEFAULT_HISTOGRAM_SAMPLE = 2**16
+from tbprobe.options import DEFAULT_BUCKETS, DEFAULT_HISTOGRAM_SAMPLE
+
 SCALAR_NAMES = ("sparsity", "dead_units", "mean", "std", "nonfinite")
 FIELDS = (*SCALAR_NAMES, "low", "high", "exact")
 

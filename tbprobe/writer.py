@@ -28,18 +28,17 @@ import numpy as np
 import tensorflow as tf
 
 from tbprobe import summaries
-from tbprobe.images import (
-    DEFAULT_MAX_SIDE,
-    colormap_palette,
-    describe_image,
-    feature_map_grid,
-    heatmap,
+from tbprobe.images import describe_image, feature_map_grid, heatmap
+from tbprobe.options import (
+    DEFAULT_BUCKETS,
+    DEFAULT_HISTOGRAM_SAMPLE,
+    DEFAULT_MAX_IMAGE_SIDE,
+    LogOptions,
+    positive_int,
 )
 from tbprobe.probe import ProbedOutput, probe_model
 from tbprobe.selection import LayerSpec
 from tbprobe.stats import (
-    DEFAULT_BUCKETS,
-    DEFAULT_HISTOGRAM_SAMPLE,
     FIELDS,
     SCALAR_NAMES,
     histogram_rows,
@@ -104,27 +103,20 @@ class Probe:
         cmap: str | None = "viridis",
         zero_tol: float = 0.0,
         images: bool = True,
-        max_image_side: int = DEFAULT_MAX_SIDE,
+        max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
         histogram_sample: int | None = DEFAULT_HISTOGRAM_SAMPLE,
     ):
-        self.every = _positive_int("every", every)
-        self.buckets = _positive_int("buckets", buckets)
-        self.max_channels = _positive_int("max_channels", max_channels)
-        self.max_samples = _positive_int("max_samples", max_samples)
-        self.max_image_side = _positive_int("max_image_side", max_image_side)
-        self.histogram_sample = (
-            None
-            if histogram_sample is None
-            else _positive_int("histogram_sample", histogram_sample)
+        self.every = positive_int("every", every)
+        self.options = LogOptions(
+            buckets=buckets,
+            max_channels=max_channels,
+            max_samples=max_samples,
+            cmap=cmap,
+            zero_tol=zero_tol,
+            images=images,
+            max_image_side=max_image_side,
+            histogram_sample=histogram_sample,
         )
-        if isinstance(zero_tol, bool) or not isinstance(zero_tol, (int, float)) or zero_tol < 0:
-            raise ValueError(
-                f"Invalid value for argument `zero_tol`. Received: zero_tol={zero_tol!r}. "
-                "Expected a non-negative number."
-            )
-        self.zero_tol = float(zero_tol)
-        self._palette = _colormap(cmap)
-        self.images = bool(images)
         self.log_dir = os.fspath(log_dir)
         self.probe_dir = tf.io.gfile.join(self.log_dir, PROBE_SUBDIR)
         check_writable(self.log_dir)
@@ -206,7 +198,7 @@ class Probe:
             unit_axis = None
         else:
             unit_axis = 1 if channels_first and rank >= 3 else -1
-        image = describe_image(output.shape) if self.images else None
+        image = describe_image(output.shape) if self.options.images else None
         return _Plan(output, unit_axis, image, channels_first and rank == 4)
 
     def _manifest_row(self, plan: _Plan) -> summaries.ManifestRow:
@@ -227,38 +219,39 @@ class Probe:
         return reductions, {tag: value.numpy() for tag, value in images.items()}
 
     def _reduce_fast(self, sample: Any) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        o = self.options
         activations = self.probe_model(sample, training=False)
         rows, images = [], {}
         for plan in self._plans:
             x = activations[plan.output.tag]
             rows.append(
-                layer_reductions(
-                    x, self.buckets, self.zero_tol, plan.unit_axis, self.histogram_sample
-                )
+                layer_reductions(x, o.buckets, o.zero_tol, plan.unit_axis, o.histogram_sample)
             )
             if plan.image is not None:
                 images[plan.output.tag] = summaries.encode_png_images(
-                    self._image(plan, x), self._palette
+                    self._image(plan, x), o.palette
                 )
         return tf.stack(rows), images
 
     def _reduce_exact(self, sample: Any) -> tf.Tensor:
+        o = self.options
         activations = self.probe_model(sample, training=False)
         return tf.stack(
             [
                 layer_reductions_exact(
-                    activations[plan.output.tag], self.buckets, self.zero_tol, plan.unit_axis
+                    activations[plan.output.tag], o.buckets, o.zero_tol, plan.unit_axis
                 )
                 for plan in self._plans
             ]
         )
 
     def _image(self, plan: _Plan, x: tf.Tensor) -> tf.Tensor:
+        o = self.options
         if plan.image == "feature_maps":
             return feature_map_grid(
-                x, self.max_channels, self.max_samples, plan.channels_first, self.max_image_side
+                x, o.max_channels, o.max_samples, plan.channels_first, o.max_image_side
             )
-        return heatmap(x, self.max_samples, self.max_image_side)
+        return heatmap(x, o.max_samples, o.max_image_side)
 
 
 def first_batch(sample: Any) -> Any:
@@ -332,21 +325,3 @@ def _as_step(step: Any) -> int:
             "or an integer tf.Variable such as optimizer.iterations)."
         )
     return int(value)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Received: {name}={value!r}. "
-            "Expected a positive integer."
-        )
-    return int(value)
-
-
-def _colormap(cmap: Any) -> np.ndarray | None:
-    if cmap is not None and not isinstance(cmap, str):
-        raise ValueError(
-            f"Invalid value for argument `cmap`. Received: cmap={cmap!r}. Expected a matplotlib "
-            "colormap name such as 'viridis', or None for grayscale."
-        )
-    return colormap_palette(cmap)

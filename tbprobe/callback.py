@@ -1,0 +1,126 @@
+"""`ProbeCallback`: tbprobe in `model.fit` with one line.
+
+Step axis: every log is made at the global training step, the optimizer's iteration count
+(`model.optimizer.iterations`, the number of batches trained so far, across `fit` calls). So
+epoch-level and batch-level logs share one axis, a second `fit` continues it, and runs of the
+same batch size line up in TensorBoard.
+
+Keras 3 dispatches batches asynchronously unless a callback overrides a batch-level hook, so
+`on_train_batch_end` exists on an instance only when `every_n_batches` is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import keras
+
+from tbprobe.options import LogOptions, positive_int
+from tbprobe.selection import LayerSpec
+from tbprobe.writer import Probe, check_writable, first_batch
+
+
+class ProbeCallback(keras.callbacks.Callback):
+    """Logs what every layer of the model does, at the end of epochs or every N batches.
+
+    Args:
+        log_dir: run directory; events go to `<log_dir>/probe`, beside Keras's TensorBoard
+            callback's `train/` and `validation/` when it shares the directory.
+        sample: the fixed probe batch (array, tensor, dict or tuple of inputs, or a
+            `tf.data.Dataset` whose first batch is used, labels dropped).
+        layers: `None` for every layer, or names, paths, glob patterns and layer classes.
+        every_n_epochs: log at the end of every this many epochs.
+        every_n_batches: also log every this many training batches (None: epoch ends only).
+            Overriding batch hooks turns off Keras's asynchronous batch dispatch, so this costs
+            a little speed even between logs.
+        **probe_options: `LogOptions` fields: `buckets`, `max_channels`, `max_samples`, `cmap`,
+            `zero_tol`, `images`, `max_image_side`, `histogram_sample`.
+
+    Raises:
+        ValueError: a bad argument, at construction; a sample that does not fit the model, when
+            the callback is given the model (`set_model`, at the start of `fit`).
+        TypeError: an unknown probe option.
+
+    Example:
+        >>> model.fit(x, y, epochs=5,
+        ...           callbacks=[tbprobe.ProbeCallback("runs/baseline", sample=x_val[:16])])
+    """
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike[str],
+        sample: Any,
+        layers: LayerSpec | Iterable[LayerSpec] | None = None,
+        every_n_epochs: int = 1,
+        every_n_batches: int | None = None,
+        **probe_options: Any,
+    ):
+        super().__init__()
+        self.log_dir = os.fspath(log_dir)
+        self.every_n_epochs = positive_int("every_n_epochs", every_n_epochs)
+        self.every_n_batches = (
+            None if every_n_batches is None else positive_int("every_n_batches", every_n_batches)
+        )
+        self.options = LogOptions.from_kwargs(**probe_options)
+        self.sample = first_batch(sample)
+        self.layers = layers
+        check_writable(self.log_dir)
+        self.probe: Probe | None = None
+        self._epoch_start_step = 0
+        self._last_logged: int | None = None
+        self._logged_once = False
+        if self.every_n_batches is not None:
+            self.on_train_batch_end = self._on_train_batch_end
+
+    def set_model(self, model: Any) -> None:
+        """Attach to `model`; builds the probe at once when the model is built."""
+        super().set_model(model)
+        if model.built:
+            self._probe_for(model)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._probe_for(self.model)
+        if self._last_logged is None:
+            self._last_logged = self._global_step()  # batch logs count from here
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self.every_n_batches is not None:
+            self._epoch_start_step = self._global_step()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if (epoch + 1) % self.every_n_epochs == 0:
+            self._log(self._global_step())
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.probe is not None:
+            self.probe.close()
+
+    def _on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        # `batch` is the index of the last batch run (steps_per_execution may run several);
+        # the global step is derived without reading a variable, which would block dispatch.
+        step = self._epoch_start_step + batch + 1
+        if step // self.every_n_batches > self._last_logged // self.every_n_batches:
+            self._log(step)
+
+    def _log(self, step: int) -> None:
+        if self.probe is not None and (step != self._last_logged or not self._logged_once):
+            self.probe.log(step)
+            self._last_logged = step
+            self._logged_once = True
+
+    def _global_step(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def _probe_for(self, model: Any) -> None:
+        if self.probe is not None and self.probe.probe_model.probed_model is model:
+            return
+        self.probe = Probe(
+            model,
+            self.log_dir,
+            self.sample,
+            layers=self.layers,
+            **dataclasses.asdict(self.options),
+        )
