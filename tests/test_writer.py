@@ -250,3 +250,15 @@ def test_bad_step(tiny_cnn, image_batch, tmp_path):
     for bad in (1.5, -1, "3", True):
         with pytest.raises(TypeError, match="Invalid step"):
             probe.log(bad)
+
+
+def test_any_gfile_path(tiny_cnn, image_batch, tmp_path):
+    """Logging goes through tf.io.gfile only: TensorFlow's in-memory ram:// filesystem works."""
+    run = f"ram://tbprobe-test-{tmp_path.name}"
+    with tbprobe.Probe(tiny_cnn, run, sample=image_batch, layers=["dense"]) as probe:
+        assert probe.log(7)
+    (event_file,) = tf.io.gfile.glob(f"{run}/probe/events.out.tfevents.*")
+    local = tmp_path / "probe" / "events.out.tfevents.copy"
+    local.parent.mkdir()
+    local.write_bytes(tf.io.gfile.GFile(event_file, "rb").read())
+    assert read_events(local.parent)["dense/mean"]["steps"] == [7]
