@@ -36,6 +36,8 @@ class ProbeCallback(keras.callbacks.Callback):
         every_n_batches: also log every this many training batches (None: epoch ends only).
             Overriding batch hooks turns off Keras's asynchronous batch dispatch, so this costs
             a little speed even between logs.
+        log_on_train_begin: also log when training starts, so that the charts begin with the
+            initial state (skipped when that step was logged already, e.g. by an earlier fit).
         **probe_options: `LogOptions` fields: `buckets`, `max_channels`, `max_samples`, `cmap`,
             `zero_tol`, `images`, `max_image_side`, `histogram_sample`.
 
@@ -56,6 +58,7 @@ class ProbeCallback(keras.callbacks.Callback):
         layers: LayerSpec | Iterable[LayerSpec] | None = None,
         every_n_epochs: int = 1,
         every_n_batches: int | None = None,
+        log_on_train_begin: bool = True,
         **probe_options: Any,
     ):
         super().__init__()
@@ -67,6 +70,7 @@ class ProbeCallback(keras.callbacks.Callback):
         self.options = LogOptions.from_kwargs(**probe_options)
         self.sample = first_batch(sample)
         self.layers = layers
+        self.log_on_train_begin = bool(log_on_train_begin)
         check_writable(self.log_dir)
         self.probe: Probe | None = None
         self._epoch_start_step = 0
@@ -83,8 +87,11 @@ class ProbeCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._probe_for(self.model)
+        step = self._global_step()
         if self._last_logged is None:
-            self._last_logged = self._global_step()  # batch logs count from here
+            self._last_logged = step  # batch logs count from here
+        if self.log_on_train_begin:
+            self._log(step)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if self.every_n_batches is not None:

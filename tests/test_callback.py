@@ -44,7 +44,7 @@ def test_fit_logs_every_epoch_at_the_global_step(data, tmp_path):
     callback = tbprobe.ProbeCallback(tmp_path, sample=x[:4])
     make_model().fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[callback])
     events = read_events(tmp_path / "probe")
-    assert events["conv/mean"]["steps"] == [8, 16, 24]
+    assert events["conv/mean"]["steps"] == [0, 8, 16, 24]
     assert {"conv/activations", "conv/feature_maps", "gap/dead_units", "head/heatmap"} <= set(
         events
     )
@@ -54,7 +54,14 @@ def test_every_n_epochs(data, tmp_path):
     x, y = data
     callback = tbprobe.ProbeCallback(tmp_path, sample=x[:4], every_n_epochs=2)
     make_model().fit(x, y, batch_size=8, epochs=5, verbose=0, callbacks=[callback])
-    assert probe_steps(tmp_path) == [16, 32]
+    assert probe_steps(tmp_path) == [0, 16, 32]
+
+
+def test_without_the_initial_log(data, tmp_path):
+    x, y = data
+    callback = tbprobe.ProbeCallback(tmp_path, sample=x[:4], log_on_train_begin=False)
+    make_model().fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[callback])
+    assert probe_steps(tmp_path) == [8, 16]
 
 
 def test_nothing_on_disk_before_the_first_log(data, tmp_path):
@@ -78,7 +85,7 @@ def test_batch_hooks_only_when_asked_for(data, tmp_path):
 
 @pytest.mark.parametrize(
     ("steps_per_execution", "expected"),
-    [(1, [3, 6, 8, 9, 12, 15, 16]), (2, [4, 6, 8, 10, 12, 16])],
+    [(1, [0, 3, 6, 8, 9, 12, 15, 16]), (2, [0, 4, 6, 8, 10, 12, 16])],
 )
 def test_every_n_batches(data, tmp_path, steps_per_execution, expected):
     x, y = data
@@ -94,7 +101,8 @@ def test_second_fit_appends(data, tmp_path):
     callback = tbprobe.ProbeCallback(tmp_path, sample=x[:4])
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[callback])
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[callback])
-    assert probe_steps(tmp_path) == [8, 16]
+    # The second fit starts at step 8, logged already at the end of the first.
+    assert probe_steps(tmp_path) == [0, 8, 16]
     assert len(list((tmp_path / "probe").glob("events.out.tfevents.*"))) == 2
 
 
@@ -112,7 +120,7 @@ def test_beside_keras_tensorboard_and_other_callbacks(data, tmp_path):
     # Keras's callback gates every summary with record_if(step % 5 == 0): its own batch_loss
     # lands at steps 5 and 10 only (and its epoch_loss not at all); ours at every 4th batch.
     assert read_events(tmp_path / "train")["batch_loss"]["steps"] == [5, 10]
-    assert probe_steps(tmp_path) == [4, 6, 8, 12]
+    assert probe_steps(tmp_path) == [0, 4, 6, 8, 12]
     restored = keras.models.load_model(tmp_path / "best.keras")
     assert restored.predict(x[:2], verbose=0).shape == (2, 2)
 
@@ -122,7 +130,7 @@ def test_jit_compile_and_steps_per_execution(data, tmp_path):
     model = make_model(jit_compile=True, steps_per_execution=4)
     callback = tbprobe.ProbeCallback(tmp_path, sample=x[:4])
     model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[callback])
-    assert probe_steps(tmp_path) == [8, 16]
+    assert probe_steps(tmp_path) == [0, 8, 16]
     conv = np.asarray(model.get_layer("conv")(x[:4]))
     last_mean = read_events(tmp_path / "probe")["conv/mean"]["values"][-1]
     assert last_mean == pytest.approx(conv.mean(), rel=1e-5)
@@ -138,7 +146,7 @@ def test_mixed_float16(data, tmp_path):
     callback = tbprobe.ProbeCallback(tmp_path, sample=x[:4])
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[callback])
     assert [o.dtype for o in callback.probe.outputs] == ["float16", "float16", "float16"]
-    assert probe_steps(tmp_path) == [8]
+    assert probe_steps(tmp_path) == [0, 8]
 
 
 def test_dataset_sample_and_dataset_training(data, tmp_path):
@@ -147,7 +155,7 @@ def test_dataset_sample_and_dataset_training(data, tmp_path):
     callback = tbprobe.ProbeCallback(tmp_path, sample=dataset)
     make_model().fit(dataset, epochs=1, verbose=0, callbacks=[callback], shuffle=False)
     np.testing.assert_array_equal(callback.probe.sample.numpy(), x[:8])
-    assert probe_steps(tmp_path) == [8]
+    assert probe_steps(tmp_path) == [0, 8]
 
 
 @pytest.mark.parametrize(

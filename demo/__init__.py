@@ -1,0 +1,1 @@
+"""tbprobe's demo: two training runs of a small CNN that differ in one setting."""

@@ -1,0 +1,55 @@
+"""The demo (the README's main command) and its custom-loop example, end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import read_events
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.slow
+def test_demo_trains_two_runs_and_tells_them_apart(tmp_path):
+    runs = tmp_path / "runs"
+    done = run(
+        ["scripts/demo.py", "--runs-dir", str(runs), "--epochs", "2", "--train-size", "1000"],
+        CI="true",
+    )
+    assert "what tbprobe saw after the last epoch" in done.stdout
+    assert "tbprobe launch baseline=" in done.stdout  # CI=true: no TensorBoard started
+    for name in ("baseline", "high_lr"):
+        assert {p.name for p in (runs / name).iterdir()} == {"probe", "train", "validation"}
+    baseline = read_events(runs / "baseline/probe")
+    high_lr = read_events(runs / "high_lr/probe")
+    assert baseline["conv3/dead_units"]["steps"] == [0, 16, 32]
+    # Same initialization (step 0), then the high learning rate kills the ReLU layers.
+    for layer in ("conv1", "conv2", "conv3"):
+        start = baseline[f"{layer}/dead_units"]["values"][0]
+        assert high_lr[f"{layer}/dead_units"]["values"][0] == start
+        assert high_lr[f"{layer}/dead_units"]["values"][-1] > 0.9
+        assert baseline[f"{layer}/dead_units"]["values"][-1] < 0.5
+
+
+@pytest.mark.slow
+def test_custom_loop_example(tmp_path):
+    done = run(["-m", "demo.custom_loop", "--run-dir", str(tmp_path), "--steps", "100"])
+    assert "step 50: loss" in done.stdout and "step 100: loss" in done.stdout
+    assert read_events(tmp_path / "probe")["conv1/sparsity"]["steps"] == [50, 100]
