@@ -130,6 +130,7 @@ class Probe:
         self._compute_exact = tf.function(self._reduce_exact, autograph=False)
         self._writer: Any = None
         self._header_written = False
+        self._summary = summaries.SummaryBuilder()
         self._last: np.ndarray | None = None
 
     def log(self, step: int | Any) -> bool:
@@ -147,20 +148,22 @@ class Probe:
         if step % self.every or not self._writes:
             return False
         reductions, images = self._run()
-        builder = summaries.SummaryBuilder()
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.probe_dir)
         if not self._header_written:
-            summaries.add_run_header(builder, [self._manifest_row(plan) for plan in self._plans])
+            header = summaries.SummaryBuilder()
+            summaries.add_run_header(header, [self._manifest_row(plan) for plan in self._plans])
+            header.write(self._writer, step)
+            self._header_written = True
+        builder = self._summary
         for plan, row in zip(self._plans, reductions, strict=True):
             values = dict(zip(FIELDS, row[: len(FIELDS)], strict=True))
             rows = histogram_rows(row[len(FIELDS) :], values["low"], values["high"])
             summaries.add_layer_values(builder, plan.output.tag, values, rows)
             if plan.image is not None:
                 builder.images(f"{plan.output.tag}/{plan.image}", images[plan.output.tag])
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.probe_dir)
         builder.write(self._writer, step)
         self._writer.flush()
-        self._header_written = True
         return True
 
     def stats(self) -> dict[str, dict[str, float]]:
