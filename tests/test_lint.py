@@ -1,0 +1,19 @@
+"""The code base stays formatted and lint-clean with the ruff configuration in pyproject.toml."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUFF = Path(sys.executable).with_name("ruff")
+PATHS = ["tbprobe", "tests", "demo", "scripts"]
+
+
+@pytest.mark.parametrize("command", [["format", "--check"], ["check"]])
+def test_ruff(command):
+    done = subprocess.run([str(RUFF), *command, *PATHS], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
