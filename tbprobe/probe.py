@@ -24,7 +24,7 @@ import re
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,15 +58,23 @@ class ProbedOutput:
     dtype: str
 
 
+Transform = Callable[[str, Any], Any]
+"""`transform(path, outputs) -> outputs`, applied to each recorded call's outputs."""
+
+
 @contextlib.contextmanager
-def recording_calls(layers: dict[str, Any]) -> Iterator[list[tuple[str, Any]]]:
+def recording_calls(
+    layers: dict[str, Any], transform: Transform | None = None
+) -> Iterator[list[tuple[str, Any]]]:
     """Record every call of the given layers made inside the block.
 
     Args:
         layers: `{path: layer}` to watch.
+        transform: optional function of `(path, outputs)` whose result replaces the outputs
+            passed on to the rest of the model (e.g. to make them wait for other ops).
 
     Yields:
-        A list that fills with `(path, outputs)` in call order.
+        A list that fills with `(path, outputs)` in call order (outputs before `transform`).
     """
     records: list[tuple[str, Any]] = []
     saved: list[tuple[Any, Any]] = []
@@ -77,7 +85,8 @@ def recording_calls(layers: dict[str, Any]) -> Iterator[list[tuple[str, Any]]]:
                 # Keras 3 offers no forward hook; an instance attribute shadows the class's
                 # `call`, which Operation.__call__ looks up on every call. object.__setattr__
                 # keeps Keras's attribute tracking out of it.
-                object.__setattr__(layer, "call", _recording(layer.call, path, records))
+                wrapper = _recording(layer.call, path, records, transform)
+                object.__setattr__(layer, "call", wrapper)
             yield records
         finally:
             for layer, previous in reversed(saved):
@@ -87,13 +96,24 @@ def recording_calls(layers: dict[str, Any]) -> Iterator[list[tuple[str, Any]]]:
                     object.__setattr__(layer, "call", previous)
 
 
-def _recording(call: Any, path: str, records: list[tuple[str, Any]]) -> Any:
+def _recording(
+    call: Any, path: str, records: list[tuple[str, Any]], transform: Transform | None
+) -> Any:
     def recorded_call(*args: Any, **kwargs: Any) -> Any:
         outputs = call(*args, **kwargs)
         records.append((path, outputs))
-        return outputs
+        return outputs if transform is None else transform(path, outputs)
 
     return recorded_call
+
+
+def call_tags(path: str, index: int, calls: int, outputs: Any) -> list[tuple[str, Any]]:
+    """`(tag, leaf)` for each output leaf of call number `index` of `calls` of layer `path`."""
+    base = path if calls == 1 else f"{path}/call_{index}"
+    return [
+        (f"{base}/{'/'.join(map(str, key))}" if key else base, leaf)
+        for key, leaf in keras.tree.flatten_with_path(outputs)
+    ]
 
 
 def select_layers(
@@ -121,7 +141,7 @@ def select_layers(
         >>> for out in tbprobe.select_layers(model, ["conv*"]):
         ...     print(out.tag, out.shape)
     """
-    return _discover(model, resolve_selection(_check_model(model), layers), sample)
+    return _discover(model, resolve_selection(_check_model(model), layers), sample)[0]
 
 
 def probe_model(
@@ -152,7 +172,7 @@ def probe_model(
         >>> activations = probe(x_batch)  # {"conv1": <tf.Tensor ...>, "dense": ...}
     """
     selection = resolve_selection(_check_model(model), layers)
-    return ProbeModel(model, selection, _discover(model, selection, sample))
+    return ProbeModel(model, selection, *_discover(model, selection, sample))
 
 
 class ProbeModel(keras.Model):
@@ -162,17 +182,45 @@ class ProbeModel(keras.Model):
     `probed_outputs` (the `ProbedOutput`s it returns, in order).
     """
 
-    def __init__(self, model: Any, selection: Selection, outputs: list[ProbedOutput]):
+    def __init__(
+        self, model: Any, selection: Selection, outputs: list[ProbedOutput], calls: Counter[str]
+    ):
         super().__init__(name=f"{model.name}_probe", dtype=model.dtype_policy)
         self.probed_model = model
         self.probed_outputs = list(outputs)
         self._selection = selection
         self._tags = frozenset(out.tag for out in outputs)
+        self._calls = calls
 
     def call(self, inputs: Any, training: bool = False) -> dict[str, Any]:
         with recording_calls(self._selection.layers) as records:
             self.probed_model(inputs, training=training)
         return {tag: tensor for tag, _, tensor in _tagged_outputs(records) if tag in self._tags}
+
+    def run_consuming(
+        self, inputs: Any, consume: Callable[[str, Any], list[Any]], training: bool = False
+    ) -> None:
+        """Run the model, handing each probed output to `consume(tag, tensor)` as it is made.
+
+        The rest of the forward pass waits for the ops `consume` returns, so that each
+        activation is used up and freed before the next layer runs: in a graph, memory stays
+        near that of the plain forward pass instead of holding every activation at once.
+        """
+        seen: Counter[str] = Counter()
+
+        def transform(path: str, outputs: Any) -> Any:
+            tagged = call_tags(path, seen[path], self._calls[path], outputs)
+            seen[path] += 1
+            done = [op for tag, leaf in tagged if tag in self._tags for op in consume(tag, leaf)]
+            if not done:
+                return outputs
+            with tf.control_dependencies(done):
+                return tf.nest.map_structure(
+                    lambda t: tf.identity(t) if tf.is_tensor(t) else t, outputs
+                )
+
+        with recording_calls(self._selection.layers, transform):
+            self.probed_model(inputs, training=training)
 
 
 def _check_model(model: Any) -> Any:
@@ -193,15 +241,12 @@ def _check_model(model: Any) -> Any:
 
 def _tagged_outputs(records: list[tuple[str, Any]]) -> Iterator[tuple[str, str, Any]]:
     """Yield `(tag, path, leaf)` for every output leaf of every recorded call."""
-
     calls = Counter(path for path, _ in records)
     seen: Counter[str] = Counter()
     for path, outputs in records:
-        base = path if calls[path] == 1 else f"{path}/call_{seen[path]}"
+        for tag, leaf in call_tags(path, seen[path], calls[path], outputs):
+            yield tag, path, leaf
         seen[path] += 1
-        leaves = keras.tree.flatten_with_path(outputs)
-        for key, leaf in leaves:
-            yield (base if not key else f"{base}/{'/'.join(map(str, key))}"), path, leaf
 
 
 def _unprobeable_reason(leaf: Any, graph: Any) -> str | None:
@@ -219,17 +264,22 @@ def _unprobeable_reason(leaf: Any, graph: Any) -> str | None:
     return None
 
 
-def _discover(model: Any, selection: Selection, sample: Any) -> list[ProbedOutput]:
-    """Trace the forward pass once and describe every probe-able output of the selection."""
+def _discover(
+    model: Any, selection: Selection, sample: Any
+) -> tuple[list[ProbedOutput], Counter[str]]:
+    """Trace the forward pass once: every probe-able output of the selection, and the number
+    of calls of each selected layer."""
     spec = input_spec(model) if sample is None else spec_of(sample)
     traced: list[tuple[str, str, Any, str | None]] = []
-    called: set[str] = set()
+    called: Counter[str] = Counter()
 
     @tf.function(autograph=False)
     def forward(inputs: Any) -> None:
         graph = tf.compat.v1.get_default_graph()
+        traced.clear()  # a trace may run more than once
         with recording_calls(selection.layers) as records:
             model(inputs, training=False)
+        called.clear()  # a trace may run more than once
         called.update(path for path, _ in records)
         for tag, path, leaf in _tagged_outputs(records):
             traced.append((tag, path, leaf, _unprobeable_reason(leaf, graph)))
@@ -270,7 +320,7 @@ def _discover(model: Any, selection: Selection, sample: Any) -> list[ProbedOutpu
             f"tbprobe skips {len(skipped)} output(s) it cannot probe: {'; '.join(skipped)}.",
             stacklevel=3,
         )
-    return found
+    return found, called
 
 
 def spec_of(sample: Any) -> Any:

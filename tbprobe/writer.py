@@ -223,18 +223,23 @@ class Probe:
 
     def _reduce_fast(self, sample: Any) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         o = self.options
-        activations = self.probe_model(sample, training=False)
-        rows, images = [], {}
-        for plan in self._plans:
-            x = activations[plan.output.tag]
-            rows.append(
-                layer_reductions(x, o.buckets, o.zero_tol, plan.unit_axis, o.histogram_sample)
+        plans = {plan.output.tag: plan for plan in self._plans}
+        rows, images = {}, {}
+
+        def consume(tag: str, x: tf.Tensor) -> list[tf.Tensor]:
+            plan = plans[tag]
+            rows[tag] = layer_reductions(
+                x, o.buckets, o.zero_tol, plan.unit_axis, o.histogram_sample
             )
-            if plan.image is not None:
-                images[plan.output.tag] = summaries.encode_png_images(
-                    self._image(plan, x), o.palette
-                )
-        return tf.stack(rows), images
+            if plan.image is None:
+                return [rows[tag]]
+            images[tag] = summaries.encode_png_images(self._image(plan, x), o.palette)
+            return [rows[tag], images[tag]]
+
+        # Each output is reduced as soon as its layer returns, and the forward pass waits for
+        # it: a log step's peak memory stays near the forward pass's (see run_consuming).
+        self.probe_model.run_consuming(sample, consume)
+        return tf.stack([rows[tag] for tag in plans]), images
 
     def _reduce_exact(self, sample: Any) -> tf.Tensor:
         o = self.options

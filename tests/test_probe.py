@@ -261,3 +261,25 @@ def test_keras_applications_all_layers(factory, size):
     for name, want in zip(layer_names[::7], reference(x, training=False), strict=True):
         np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-4)
     assert_close(got[layer_names[-1]], model(x, training=False))
+
+
+def test_run_consuming_hands_over_each_output_as_made(tiny_cnn, image_batch):
+    import tensorflow as tf
+
+    probe = tbprobe.probe_model(tiny_cnn)
+
+    @tf.function
+    def sums(x):
+        consumed = {}
+
+        def consume(tag, tensor):
+            consumed[tag] = tf.reduce_sum(tensor)
+            return [consumed[tag]]
+
+        probe.run_consuming(x, consume)
+        return consumed
+
+    got = sums(image_batch)
+    assert list(got) == [out.tag for out in probe.probed_outputs]
+    for tag, tensor in probe(image_batch).items():
+        np.testing.assert_allclose(got[tag], np.sum(tensor), rtol=1e-5)
