@@ -1,0 +1,823 @@
+"""Benchmark: tbprobe's log step side by side with a forward pass and with the alternatives.
+
+Usage::
+
+    .venv/bin/python scripts/bench.py                      # full run: several minutes
+    .venv/bin/python scripts/bench.py --quick              # CI smoke run: about a minute
+    .venv/bin/python scripts/bench.py --models resnet50 --repeats 5 --out bench.md
+
+Measured per model (the demo CNN with a probe batch of 32; ResNet50, weights=None, 160x160,
+a batch of 8 random images), every layer probed, medians over `--repeats` runs after warm-up:
+
+1. `forward`: one compiled forward pass of the probe batch, the floor.
+2. `tbprobe log step`: `Probe(model, log_dir, sample=batch).log(step)`, defaults, one flush
+   to disk per step.
+3. `seed-article log`: what tbprobe replaces, done as a user would: a
+   `keras.Model(model.inputs, [l.output for l in layers])` rebuilt at each log, called eagerly,
+   then stock `tf.summary.histogram`, `tf.summary.scalar` (sparsity, mean, std) and
+   `tf.summary.image` (first sample, first channels, each normalized to [0, 1]) per layer.
+4. `built-once tf.function + tf.summary.histogram`: the same probe model built once, one
+   `tf.function` with stock histogram and scalar summaries (no images): where the time goes.
+5. `first log`: `Probe(...)` plus its first `log()` (tracing) against the first call of the
+   plain forward `tf.function`.
+6. `peak RSS`: child processes (this script with `--memory-child`), each building the model and
+   then running only N forward passes or only N tbprobe log steps; the peak RSS at the end
+   (`VmHWM`: see `memory_child` for why not `ru_maxrss`).
+7. `fit overhead`: the demo CNN trained with and without `tbprobe.ProbeCallback` (defaults, and
+   `every_n_batches=100`), a fresh seeded model per fit, configurations interleaved, overhead per
+   round against the same round's run without the callback.
+
+Rates that are compared are timed in the same rounds, interleaved, and their ratio is the
+median of the per-round ratios, so that a change of load on a shared machine hits both sides.
+`--quick` measures the demo CNN only by default (ResNet50 at 64x64, batch 2, when asked with
+`--models`), with fewer repetitions and a shorter fit. Targets are checked against the measured
+numbers and printed as PASS or MISS; the table is printed on stdout, progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # `demo` lives at the repository root, not in the package
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tbprobe  # noqa: E402
+
+MODELS = ("demo", "resnet50")
+IMAGE_CHANNELS = 32  # channels shown per feature-map image: tbprobe's default max_channels
+
+# Targets from the issue.
+TARGET_LOG_VS_FORWARD = 2.0  # tbprobe log step <= 2x forward pass, ResNet50 all layers
+TARGET_SPEEDUP_VS_SEED = 20.0  # tbprobe >= 20x faster than the seed article's approach
+TARGET_PEAK_RSS = 1.5  # peak RSS of log steps <= 1.5x that of forward passes alone
+TARGET_FIT_DEFAULT = 0.02  # fit overhead at ProbeCallback defaults
+TARGET_FIT_BATCHES = 0.05  # fit overhead with every_n_batches=100
+FIT_EVERY_N_BATCHES = 100
+
+
+@dataclass(frozen=True)
+class Config:
+    """Sizes of one benchmark run (full or quick)."""
+
+    quick: bool
+    repeats: int
+    seed_repeats_resnet: int  # ResNet50: the seed article's approach is ~40 s per step
+    compiled_repeats_resnet: int  # ResNet50: ~30 s per step, after a first call of ~2 min
+    resnet_size: int
+    resnet_batch: int
+    memory_steps: int
+    memory_runs: int  # child processes per mode: the peak varies with the executor's schedule
+    fit_images: int
+    fit_epochs: int
+    fit_rounds: int
+    fit_batch: int = 64
+
+
+def make_config(quick: bool, repeats: int | None) -> Config:
+    if quick:
+        return Config(
+            quick=True,
+            repeats=repeats or 5,
+            seed_repeats_resnet=1,
+            compiled_repeats_resnet=1,
+            resnet_size=64,
+            resnet_batch=2,
+            memory_steps=5,
+            memory_runs=1,
+            fit_images=640,
+            fit_epochs=1,
+            fit_rounds=1,
+        )
+    return Config(
+        quick=False,
+        repeats=repeats or 10,
+        seed_repeats_resnet=3,
+        compiled_repeats_resnet=2,
+        resnet_size=160,
+        resnet_batch=8,
+        memory_steps=10,
+        memory_runs=3,
+        fit_images=3000,
+        fit_epochs=3,
+        fit_rounds=5,
+    )
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def build_model(name: str, config: Config) -> tuple[keras.Model, np.ndarray, str]:
+    """The model, its probe batch and a one-line description."""
+    if name == "demo":
+        from demo.data import make_shapes
+        from demo.model import build_cnn
+
+        model = build_cnn(bias_init=0.0, seed=0)
+        batch, _ = make_shapes(32, seed=1)
+        return model, batch, "demo CNN (32x32x3), batch 32"
+    if name == "resnet50":
+        keras.utils.set_random_seed(0)
+        size = config.resnet_size
+        model = keras.applications.ResNet50(weights=None, input_shape=(size, size, 3))
+        rng = np.random.default_rng(0)
+        batch = rng.uniform(0.0, 1.0, (config.resnet_batch, size, size, 3)).astype("float32")
+        return model, batch, f"ResNet50 ({size}x{size}x3, weights=None), batch {len(batch)}"
+    raise ValueError(f"Unknown model {name!r}; expected one of {', '.join(MODELS)}.")
+
+
+def probed_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Top-level layers, InputLayers excepted: the layers tbprobe probes by default."""
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+@dataclass
+class Timing:
+    """Seconds of repeated runs of one measurement."""
+
+    seconds: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    def describe(self) -> str:
+        low, high = fmt_seconds(min(self.seconds)), fmt_seconds(max(self.seconds))
+        return f"{fmt_seconds(self.median)} [{low}-{high}], n={len(self.seconds)}"
+
+
+def time_interleaved(
+    calls: dict[str, Callable[[], Any]],
+    repeats: int,
+    warmup: int,
+    settle: Sequence[str] = (),
+) -> dict[str, Timing]:
+    """Time each call once per round, `warmup` untimed rounds first.
+
+    The order rotates from round to round, so that no call always follows the same one, and a
+    change of machine load during the rounds hits every call alike (see `paired_ratio`). Calls
+    named in `settle` run once untimed right before each timed run: after a step that churns
+    gigabytes (the stock histogram's one-hot), a light step would otherwise be timed with cold
+    caches and freshly unmapped memory, which no training loop inflicts on it. The garbage
+    collector runs before each timed call (untimed), as the approaches that rebuild a Keras model
+    per log leave garbage whose collection would otherwise land in whatever call comes next.
+    """
+    names = list(calls)
+    for _ in range(warmup):
+        for name in names:
+            calls[name]()
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            if name in settle:
+                calls[name]()
+            gc.collect()
+            t0 = time.perf_counter()
+            calls[name]()
+            seconds[name].append(time.perf_counter() - t0)
+    return {name: Timing(values) for name, values in seconds.items()}
+
+
+def paired_ratio(a: Timing, b: Timing) -> float:
+    """Median over rounds of `a / b`, both timed in the same rounds."""
+    return statistics.median(x / y for x, y in zip(a.seconds, b.seconds, strict=True))
+
+
+def fmt_seconds(seconds: float) -> str:
+    if seconds >= 1.0:
+        return f"{seconds:.2f} s"
+    return f"{seconds * 1e3:.1f} ms"
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- approaches
+
+
+def forward_fn(model: keras.Model) -> Callable[[Any], Any]:
+    return tf.function(lambda x: model(x, training=False))
+
+
+def seed_article_log(
+    model: keras.Model, layers: Sequence[keras.layers.Layer], batch: Any, writer: Any, step: int
+) -> None:
+    """Approach 3: a probe model rebuilt per log, eager call and eager stock summaries."""
+    probe = keras.Model(model.inputs, [layer.output for layer in layers])
+    outputs = probe(batch, training=False)
+    with writer.as_default(step=step):
+        for layer, out in zip(layers, outputs, strict=True):
+            name = layer.name
+            tf.summary.histogram(f"{name}/activations", out)
+            tf.summary.scalar(f"{name}/sparsity", tf.reduce_mean(tf.cast(out == 0, tf.float32)))
+            tf.summary.scalar(f"{name}/mean", tf.reduce_mean(out))
+            tf.summary.scalar(f"{name}/std", tf.math.reduce_std(out))
+            if out.shape.rank == 4:
+                maps = out[0, :, :, :IMAGE_CHANNELS]  # [h, w, c] of the first sample
+                low = tf.reduce_min(maps, axis=(0, 1), keepdims=True)
+                high = tf.reduce_max(maps, axis=(0, 1), keepdims=True)
+                maps = (maps - low) / tf.maximum(high - low, 1e-12)
+                images = tf.transpose(maps, (2, 0, 1))[..., None]  # one image per channel
+                tf.summary.image(
+                    f"{name}/feature_maps", images, max_outputs=IMAGE_CHANNELS, step=step
+                )
+    writer.flush()
+
+
+def compiled_histogram_log(
+    model: keras.Model, layers: Sequence[keras.layers.Layer], writer: Any
+) -> Callable[[Any, Any], Any]:
+    """Approach 4: the probe model built once, stock summaries in one `tf.function`."""
+    probe = keras.Model(model.inputs, [layer.output for layer in layers])
+    names = [layer.name for layer in layers]
+
+    @tf.function
+    def log(batch: Any, step: Any) -> None:
+        outputs = probe(batch, training=False)
+        with writer.as_default(step=step):
+            for name, out in zip(names, outputs, strict=True):
+                tf.summary.histogram(f"{name}/activations", out)
+                tf.summary.scalar(f"{name}/sparsity", tf.reduce_mean(tf.cast(out == 0, tf.float32)))
+                tf.summary.scalar(f"{name}/mean", tf.reduce_mean(out))
+                tf.summary.scalar(f"{name}/std", tf.math.reduce_std(out))
+
+    return log
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass
+class Row:
+    """One line of the result table."""
+
+    model: str
+    measurement: str
+    value: str
+    compared_with: str
+    ratio: str
+    target: str = "-"
+    result: str = "-"
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, *args: str, **kwargs: str) -> None:
+        self.rows.append(Row(*args, **kwargs))
+
+    def table(self) -> str:
+        header = (
+            "| Model | Measurement | Value: median [min-max] | Compared with | Ratio | Target "
+            "| Result |"
+        )
+        lines = [header, "|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            lines.append(
+                f"| {r.model} | {r.measurement} | {r.value} | {r.compared_with} | {r.ratio} "
+                f"| {r.target} | {r.result} |"
+            )
+        return "\n".join(lines)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+# ----------------------------------------------------------------------------- per model
+
+
+def bench_model(name: str, config: Config, report: Report) -> None:
+    """Measurements 1-6 for one model."""
+    model, batch_np, description = build_model(name, config)
+    layers = probed_layers(model)
+    batch = tf.constant(batch_np)
+    repeats = config.repeats
+    is_resnet = name == "resnet50"
+    seed_repeats = min(repeats, config.seed_repeats_resnet) if is_resnet else repeats
+    compiled_repeats = min(repeats, config.compiled_repeats_resnet) if is_resnet else repeats
+    progress(f"{description}: {len(layers)} layers")
+
+    with tempfile.TemporaryDirectory(prefix="tbprobe-bench-") as tmp:
+        # 5. first calls: the plain forward tf.function, then Probe() + its first log.
+        forward = forward_fn(model)
+        t0 = time.perf_counter()
+        forward(batch).numpy()
+        first_forward = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        probe = tbprobe.Probe(model, os.path.join(tmp, "tbprobe"), sample=batch)
+        t_construct = time.perf_counter() - t0
+        probe.log(0)
+        first_log = time.perf_counter() - t0
+        steps = itertools.count(1)
+        progress(f"{name}: first forward call {first_forward:.2f} s, first log {first_log:.2f} s")
+
+        # Breakdown from public attributes: the probe model's compiled forward alone.
+        probe_forward = forward_fn(probe.probe_model)
+        probe_forward(batch)
+
+        # 1 and 2, interleaved so that a change in machine load hits both alike.
+        main = time_interleaved(
+            {
+                "forward": lambda: forward(batch).numpy(),
+                "tbprobe": lambda: probe.log(next(steps)),
+                "probe forward": lambda: probe_forward(batch),
+            },
+            repeats,
+            warmup=2,
+        )
+        fwd, log, pfwd = main["forward"], main["tbprobe"], main["probe forward"]
+        progress(f"{name}: forward {fwd.describe()}; tbprobe log step {log.describe()}")
+
+        # 4. built-once probe model + stock summaries in one tf.function.
+        writer4 = tf.summary.create_file_writer(os.path.join(tmp, "compiled"))
+        log4 = compiled_histogram_log(model, layers, writer4)
+        steps4 = itertools.count(0)
+
+        def run4() -> None:
+            log4(batch, tf.constant(next(steps4), tf.int64))
+            writer4.flush()
+
+        t0 = time.perf_counter()
+        run4()
+        first4 = time.perf_counter() - t0
+        progress(f"{name}: built-once tf.function, first call {first4:.2f} s")
+        side4 = time_interleaved(
+            {
+                "compiled": run4,
+                "tbprobe": lambda: probe.log(next(steps)),
+                "forward": lambda: forward(batch).numpy(),
+            },
+            compiled_repeats,
+            warmup=0,  # its first call above ran it once already
+            settle=("tbprobe", "forward"),
+        )
+        writer4.close()
+        progress(f"{name}: built-once tf.function {side4['compiled'].describe()}")
+
+        # 3. the seed article's approach, eager; slowest, so last and fewest repetitions.
+        writer3 = tf.summary.create_file_writer(os.path.join(tmp, "seed"))
+        steps3 = itertools.count(0)
+        progress(f"{name}: seed-article approach, 1 warm-up + {seed_repeats} timed rounds")
+        side3 = time_interleaved(
+            {
+                "seed": lambda: seed_article_log(model, layers, batch, writer3, next(steps3)),
+                "tbprobe": lambda: probe.log(next(steps)),
+            },
+            seed_repeats,
+            warmup=1,
+            settle=("tbprobe",),
+        )
+        writer3.close()
+        probe.close()
+        outputs = len(probe.outputs)
+        progress(f"{name}: seed-article approach {side3['seed'].describe()}")
+
+    # 6. peak memory, in child processes, one after the other.
+    memory: dict[str, list[dict[str, float]]] = {"forward": [], "tbprobe": []}
+    for _ in range(config.memory_runs):
+        for mode, runs in memory.items():
+            runs.append(memory_child_run(name, mode, config))
+
+    label = name
+    ratio_log = paired_ratio(log, fwd)
+    report.add(label, "forward pass", fwd.describe(), "-", "1.00x")
+    report.add(
+        label,
+        f"tbprobe log step ({outputs} outputs)",
+        log.describe(),
+        f"forward pass {fmt_seconds(fwd.median)}",
+        f"{ratio_log:.2f}x",
+        f"<= {TARGET_LOG_VS_FORWARD:g}x" if is_resnet else "(set for ResNet50)",
+        verdict(ratio_log <= TARGET_LOG_VS_FORWARD) if is_resnet else "-",
+    )
+    seed, seed_log = side3["seed"], side3["tbprobe"]
+    speedup = paired_ratio(seed, seed_log)
+    report.add(
+        label,
+        "seed-article log (rebuilt model, eager tf.summary)",
+        seed.describe(),
+        f"tbprobe log step {fmt_seconds(seed_log.median)} (same rounds)",
+        f"{speedup:.1f}x",
+        f"tbprobe >= {TARGET_SPEEDUP_VS_SEED:g}x faster",
+        verdict(speedup >= TARGET_SPEEDUP_VS_SEED),
+    )
+    compiled = side4["compiled"]
+    report.add(
+        label,
+        "built-once tf.function + tf.summary.histogram",
+        compiled.describe(),
+        f"tbprobe log step {fmt_seconds(side4['tbprobe'].median)} (same rounds); "
+        f"{paired_ratio(compiled, side4['forward']):.1f}x the forward pass",
+        f"{paired_ratio(compiled, side4['tbprobe']):.2f}x",
+    )
+    report.add(
+        label,
+        "first log (Probe() + first log())",
+        f"{first_log:.2f} s (Probe() {t_construct:.2f} s)",
+        f"first forward call {first_forward:.2f} s",
+        f"{first_log / first_forward:.1f}x",
+    )
+    fwd_mem, log_mem = (memory_summary(memory[mode]) for mode in ("forward", "tbprobe"))
+    mem_ratio = log_mem["peak"] / fwd_mem["peak"]
+    mem_steps = config.memory_steps
+    report.add(
+        label,
+        f"peak RSS, {mem_steps} log steps",
+        f"{log_mem['describe']} MiB (+{log_mem['increment']:.0f})",
+        f"{mem_steps} forward passes {fwd_mem['describe']} MiB (+{fwd_mem['increment']:.0f})",
+        f"{mem_ratio:.2f}x",
+        f"<= {TARGET_PEAK_RSS:g}x",
+        verdict(mem_ratio <= TARGET_PEAK_RSS),
+    )
+    report.add(
+        label,
+        "RSS after import + model build (context)",
+        f"{fwd_mem['build']:.0f} MiB",
+        "(+N) above: peak over it",
+        "-",
+    )
+    report.notes.append(
+        f"{name}: {description}; {outputs} probed outputs. Breakdown of the tbprobe log step: "
+        f"the probe model's compiled forward alone (every output returned) takes "
+        f"{fmt_seconds(pfwd.median)} ({paired_ratio(pfwd, fwd):.2f}x the forward pass); the "
+        f"rest of the {fmt_seconds(log.median)} is reductions, images, PNG encoding and the "
+        f"event write. First call of the built-once tf.function (tracing + one run): "
+        f"{first4:.2f} s. Peak RSS: whole child process, median [min-max] of "
+        f"{config.memory_runs} process(es) per side; (+N) is the median peak during the "
+        f"{mem_steps} steps over the RSS after import + build."
+    )
+    fewer = []
+    if seed_repeats < repeats:
+        fewer.append(
+            f"the seed-article approach {seed_repeats} round(s) after 1 warm-up round "
+            f"({fmt_seconds(seed.median)} per step)"
+        )
+    if compiled_repeats < repeats:
+        fewer.append(
+            f"the built-once tf.function {compiled_repeats} round(s) after its first call "
+            f"({fmt_seconds(compiled.median)} per step)"
+        )
+    if fewer:
+        report.notes.append(f"{name}: fewer repetitions, as these are slow: {'; '.join(fewer)}.")
+
+
+# ----------------------------------------------------------------------------- memory child
+
+
+def memory_child_run(name: str, mode: str, config: Config) -> dict[str, float]:
+    """Run this script as a child measuring its own peak RSS; returns its JSON result."""
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--memory-child",
+        mode,
+        "--models",
+        name,
+        *(["--quick"] if config.quick else []),
+    ]
+    progress(f"{name}: memory child, {config.memory_steps} {mode} steps")
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"memory child {shlex.join(command)} failed ({done.returncode}):\n{done.stderr}"
+        )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def memory_summary(runs: list[dict[str, float]]) -> dict[str, Any]:
+    """Median peak, its range as text, median increment over the build, median build RSS."""
+    peaks = [run["peak_mib"] for run in runs]
+    text = f"{statistics.median(peaks):.0f}"
+    if len(peaks) > 1:
+        text += f" [{min(peaks):.0f}-{max(peaks):.0f}]"
+    return {
+        "peak": statistics.median(peaks),
+        "describe": text,
+        "increment": statistics.median(run["phase_peak_mib"] - run["build_mib"] for run in runs),
+        "build": statistics.median(run["build_mib"] for run in runs),
+    }
+
+
+def proc_status_mib(field_name: str) -> float:
+    """A `/proc/self/status` memory field (`VmRSS`, `VmHWM`) in MiB; NaN where there is none."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(f"{field_name}:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_child(name: str, mode: str, config: Config) -> None:
+    """Build the model, run N forward passes or N log steps, print RSS figures as JSON.
+
+    Peaks are read from `VmHWM`, not `ru_maxrss`: after fork and exec, Linux carries the
+    parent's peak RSS into the child's `ru_maxrss`, so a child started by a big benchmark
+    process would report the parent's peak. The peak is reset after the build, so that the
+    phase's own peak is known too.
+    """
+    model, batch_np, _ = build_model(name, config)
+    batch = tf.constant(batch_np)
+    build_mib = proc_status_mib("VmRSS")
+    build_peak_mib = proc_status_mib("VmHWM")
+    if not reset_peak_rss():
+        build_peak_mib = float("nan")
+    with tempfile.TemporaryDirectory(prefix="tbprobe-bench-mem-") as tmp:
+        if mode == "forward":
+            forward = forward_fn(model)
+            for _ in range(config.memory_steps):
+                forward(batch).numpy()
+        else:
+            probe = tbprobe.Probe(model, tmp, sample=batch)
+            for step in range(config.memory_steps):
+                probe.log(step)
+            probe.close()
+    phase_peak_mib = proc_status_mib("VmHWM")
+    if np.isnan(phase_peak_mib):  # no /proc: ru_maxrss, in KiB on Linux, bytes on macOS
+        scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+        phase_peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+    result = {
+        "build_mib": build_mib,
+        "phase_peak_mib": phase_peak_mib,
+        "peak_mib": float(np.nanmax([build_peak_mib, phase_peak_mib])),
+    }
+    print(json.dumps(result))
+
+
+# ----------------------------------------------------------------------------- fit overhead
+
+
+@dataclass(frozen=True)
+class FitVariant:
+    """One configuration of the fit benchmark."""
+
+    label: str
+    callback: bool
+    every_n_batches: int | None = None
+    pretraced: bool = False  # Probe built and traced before fit: the one-time cost excluded
+    target: float | None = None
+
+
+FIT_VARIANTS = (
+    FitVariant("without callback", callback=False),
+    FitVariant("ProbeCallback defaults", True, target=TARGET_FIT_DEFAULT),
+    FitVariant(
+        f"ProbeCallback every_n_batches={FIT_EVERY_N_BATCHES}",
+        True,
+        FIT_EVERY_N_BATCHES,
+        target=TARGET_FIT_BATCHES,
+    ),
+    FitVariant("ProbeCallback defaults, traced before fit", True, pretraced=True),
+    FitVariant(
+        f"ProbeCallback every_n_batches={FIT_EVERY_N_BATCHES}, traced before fit",
+        True,
+        FIT_EVERY_N_BATCHES,
+        pretraced=True,
+    ),
+)
+
+
+def fit_once(variant: FitVariant, data: tuple[Any, ...], config: Config, run_dir: str) -> float:
+    """Seconds of one `model.fit` of a fresh demo CNN (seed 0) with `variant`'s callback."""
+    from demo.model import build_cnn, compile_cnn
+
+    x, y, x_val = data
+    model = compile_cnn(build_cnn(bias_init=0.0, seed=0), learning_rate=1e-3)
+    callbacks = []
+    if variant.callback:
+        callback = tbprobe.ProbeCallback(
+            run_dir, sample=x_val[:16], every_n_batches=variant.every_n_batches
+        )
+        if variant.pretraced:
+            # Public API only: set_model builds the Probe (the model is built); stats() runs
+            # its compiled step once, tracing it, without writing anything. fit reuses both.
+            callback.set_model(model)
+            callback.probe.stats()
+        callbacks.append(callback)
+    t0 = time.perf_counter()
+    model.fit(
+        x,
+        y,
+        batch_size=config.fit_batch,
+        epochs=config.fit_epochs,
+        verbose=0,
+        callbacks=callbacks,
+        shuffle=False,
+    )
+    return time.perf_counter() - t0
+
+
+def logged_steps(run_dir: str) -> int:
+    """How many log steps a run holds, read back from its event files."""
+    from tbprobe.events import read_run
+
+    run = read_run(run_dir)
+    first = next(iter(run.scalars.values()))
+    return len(first["mean"][0])
+
+
+def bench_fit(config: Config, report: Report) -> None:
+    """Measurement 7: demo CNN fits with and without ProbeCallback, interleaved."""
+    from demo.data import make_shapes
+
+    x, y = make_shapes(config.fit_images, seed=0)
+    x_val, _ = make_shapes(64, seed=1)
+    data = (x, y, x_val)
+    times: dict[FitVariant, list[float]] = {v: [] for v in FIT_VARIANTS}
+    logs: dict[FitVariant, int] = {}
+    with tempfile.TemporaryDirectory(prefix="tbprobe-bench-fit-") as tmp:
+        progress("fit: warm-up (one fit without and one with the callback, discarded)")
+        for variant in FIT_VARIANTS[:2]:
+            fit_once(variant, data, config, os.path.join(tmp, "warmup"))
+        count = len(FIT_VARIANTS)
+        for r in range(config.fit_rounds):
+            order = FIT_VARIANTS[r % count :] + FIT_VARIANTS[: r % count]  # rotate per round
+            for variant in order:
+                run_dir = os.path.join(tmp, f"round{r}-{FIT_VARIANTS.index(variant)}")
+                times[variant].append(fit_once(variant, data, config, run_dir))
+                if variant.callback:
+                    logs[variant] = logged_steps(run_dir)
+            progress(
+                f"fit round {r + 1}/{config.fit_rounds}: "
+                + ", ".join(f"{v.label} {times[v][-1]:.2f} s" for v in FIT_VARIANTS)
+            )
+
+    base_variant = FIT_VARIANTS[0]
+    base = times[base_variant]
+    base_med = statistics.median(base)
+    batches = -(-config.fit_images // config.fit_batch)
+    report.add(
+        "demo (fit)",
+        "fit without callback",
+        Timing(base).describe(),
+        f"{config.fit_images} images, batch {config.fit_batch}, {config.fit_epochs} epoch(s), "
+        f"{batches} batches/epoch",
+        "1.00x",
+    )
+    for variant in FIT_VARIANTS[1:]:
+        ratio = statistics.median(times[variant]) / base_med
+        paired = [t / b - 1.0 for t, b in zip(times[variant], base, strict=True)]
+        spans_zero = " (spread spans 0)" if min(paired) <= 0.0 <= max(paired) else ""
+        target = (
+            variant.target
+            if variant.target is not None
+            else (TARGET_FIT_BATCHES if variant.every_n_batches else TARGET_FIT_DEFAULT)
+        )
+        report.add(
+            "demo (fit)",
+            f"fit overhead, {variant.label}",
+            f"{(ratio - 1) * 100:+.1f}% [{min(paired) * 100:+.1f}% to {max(paired) * 100:+.1f}%], "
+            f"{logs[variant]} logs/fit",
+            f"fit without callback {base_med:.2f} s",
+            f"{ratio:.3f}x",
+            f"<= {target * 100:g}%" + ("" if variant.target is not None else " (context)"),
+            verdict(ratio - 1 <= target) + spans_zero,
+        )
+    report.notes.append(
+        f"fit: {config.fit_rounds} rounds of {len(FIT_VARIANTS)} fits, the order rotated each "
+        "round, after a discarded warm-up; overhead = median fit time with the callback / "
+        "median without - 1 (the Ratio column), [min to max] of the per-round overheads (fit "
+        "with / fit without in the same round - 1): when that range spans 0, the overhead is "
+        "within this machine's noise. Fit wall time includes the probe's construction and its "
+        "tracing at the first log, except in the 'traced before fit' rows, where "
+        "`callback.set_model(model)` and `callback.probe.stats()` ran before the timer (public "
+        "API; nothing written)."
+    )
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def machine_description() -> list[str]:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import tensorboard
+
+    cores = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    return [
+        f"- CPU: {cpu}; {cores} cores ({usable} usable by this process)",
+        f"- Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras "
+        f"{keras.__version__}, TensorBoard {tensorboard.__version__}, NumPy {np.__version__}, "
+        f"tbprobe {tbprobe.__version__}",
+        f"- Load average at start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}",
+    ]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="CI smoke run, about a minute")
+    parser.add_argument(
+        "--models",
+        default=None,
+        help=f"comma-separated, from {','.join(MODELS)} (default: all; --quick: demo)",
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table here")
+    parser.add_argument("--no-fit", action="store_true", help="skip the fit overhead runs")
+    parser.add_argument("--memory-child", choices=("forward", "tbprobe"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    default = "demo" if args.quick else ",".join(MODELS)
+    args.models = [m.strip() for m in (args.models or default).split(",") if m.strip()]
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown or not args.models:
+        parser.error(f"--models: unknown {unknown}; expected names from {','.join(MODELS)}")
+    if args.repeats is not None and args.repeats < 1:
+        parser.error(f"--repeats: expected a positive integer, received {args.repeats}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = make_config(args.quick, args.repeats)
+    if args.memory_child:
+        memory_child(args.models[0], args.memory_child, config)
+        return 0
+
+    command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+    started = time.perf_counter()
+    header = [
+        f"# tbprobe benchmark ({'quick' if config.quick else 'full'})",
+        "",
+        f"Command: `{command}` (cwd {os.getcwd()})",
+        "",
+        *machine_description(),
+        "",
+    ]
+    print("\n".join(header), flush=True)
+
+    report = Report()
+    for name in args.models:
+        bench_model(name, config, report)
+    if not args.no_fit:
+        bench_fit(config, report)
+
+    report.notes.append(
+        f"Timings: median [min-max] of {config.repeats} timed runs after warm-up unless noted; "
+        "each tbprobe log step and each summary approach flushes its event file to disk."
+    )
+    body = [
+        report.table(),
+        "",
+        *(f"- {note}" for note in report.notes),
+        "",
+        f"Wall time of this benchmark: {time.perf_counter() - started:.0f} s; load average at "
+        f"the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}",
+    ]
+    text = "\n".join(body)
+    print(text, flush=True)
+    if args.out is not None:
+        args.out.write_text("\n".join(header) + "\n" + text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
