@@ -137,12 +137,9 @@ def _fit(height: int, width: int, rows: int, columns: int, max_side: int) -> tup
 def _normalize(maps: tf.Tensor, axes: list[int]) -> tf.Tensor:
     """Min-max normalize to [0, 1] over `axes`; constant or non-finite values become 0."""
     finite = tf.math.is_finite(maps)
-    maps = tf.where(finite, maps, tf.zeros_like(maps))
     low = tf.reduce_min(tf.where(finite, maps, np.inf), axis=axes, keepdims=True)
     high = tf.reduce_max(tf.where(finite, maps, -np.inf), axis=axes, keepdims=True)
-    span = high - low
-    scaled = tf.math.divide_no_nan(maps - low, tf.where(span > 0, span, tf.zeros_like(span)))
-    return tf.where(finite, tf.clip_by_value(scaled, 0.0, 1.0), tf.zeros_like(scaled))
+    return tf.where(finite, tf.math.divide_no_nan(maps - low, high - low), 0.0)
 
 
 def _to_index(maps: tf.Tensor) -> tf.Tensor:

@@ -107,12 +107,13 @@ def layer_reductions(
     width, stride = sample_plan(shape, unit_axis, histogram_sample)
     sample = tf.reshape(tf.reshape(x, [-1, width])[::stride], [-1])
     # histogram_fixed_width rejects NaN; these results are discarded then anyway (not exact).
-    sample = tf.where(tf.math.is_finite(sample), sample, tf.zeros_like(sample))
+    sample = tf.where(tf.math.is_finite(sample), sample, 0.0)
     counts = _bucket_counts(sample, low, high, buckets) * (size / int(sample.shape[0]))
     # Valid when the sum is finite (no NaN or Inf) and squares cannot overflow.
     max_abs = tf.cast(tf.maximum(tf.abs(low), tf.abs(high)), tf.float64)
     limit = float(np.finfo(x.dtype.as_numpy_dtype).max) / (4 * size)
     exact = tf.logical_and(tf.math.is_finite(total), max_abs * max_abs < limit)
+    exact = tf.cast(exact, x.dtype)
     return _pack([sparsity, dead_units, mean, std, 0.0, low, high, exact], counts)
 
 
@@ -142,8 +143,8 @@ def layer_reductions_exact(
     mean = tf.reduce_mean(scaled)
     std = tf.sqrt(tf.reduce_mean(tf.square(scaled - mean))) * scale
     counts = _bucket_counts(scaled, low / scale, high / scale, buckets)
-    nonfinite = tf.cast(size - count, tf.float64) / size
-    return _pack([sparsity, dead_units, mean * scale, std, nonfinite, low, high, True], counts)
+    nonfinite = tf.cast(size - count, x.dtype) / size
+    return _pack([sparsity, dead_units, mean * scale, std, nonfinite, low, high, 1.0], counts)
 
 
 def histogram_rows(counts: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -191,8 +192,8 @@ def _zero_stats(
     else:
         axes = [a for a in range(len(shape)) if a != unit]
         per_unit = tf.reduce_sum(tf.cast(is_zero, tf.int64), axis=axes)
-    per_unit = tf.cast(per_unit, tf.float64)
-    dead = tf.reduce_mean(tf.cast(per_unit >= positions, tf.float64))
+    per_unit = tf.cast(per_unit, x.dtype)
+    dead = tf.reduce_mean(tf.cast(per_unit >= positions, x.dtype))
     return tf.reduce_sum(per_unit) / size, dead
 
 
@@ -204,8 +205,10 @@ def _bucket_counts(values: tf.Tensor, low: tf.Tensor, high: tf.Tensor, buckets: 
 
 
 def _pack(fields: list[Any], counts: tf.Tensor) -> tf.Tensor:
-    head = tf.stack([tf.cast(value, tf.float64) for value in fields])
-    return tf.concat([head, counts], axis=0)
+    """`FIELDS` values (tensors of one float dtype, or Python numbers), then the counts."""
+    dtype = next(f.dtype for f in fields if isinstance(f, tf.Tensor) and f.dtype.is_floating)
+    head = tf.stack([f if isinstance(f, tf.Tensor) else tf.constant(f, dtype) for f in fields])
+    return tf.concat([tf.cast(head, tf.float64), counts], axis=0)
 
 
 def _empty(buckets: int) -> tf.Tensor:
