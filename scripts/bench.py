@@ -24,8 +24,8 @@ a batch of 8 random images), every layer probed, medians over `--repeats` runs a
    then running only N forward passes or only N tbprobe log steps; the peak RSS at the end
    (`VmHWM`: see `memory_child` for why not `ru_maxrss`).
 7. `fit overhead`: the demo CNN trained with and without `tbprobe.ProbeCallback` (defaults, and
-   `every_n_batches=100`), a fresh seeded model per fit, configurations interleaved, overhead per
-   round against the same round's run without the callback.
+   `every_n_batches=100`), a fresh seeded model per fit, configurations interleaved; overhead in
+   wall time and in CPU time, with the spread of the per-round overheads.
 
 Rates that are compared are timed in the same rounds, interleaved, and their ratio is the
 median of the per-round ratios, so that a change of load on a shared machine hits both sides.
@@ -618,8 +618,15 @@ FIT_VARIANTS = (
 )
 
 
-def fit_once(variant: FitVariant, data: tuple[Any, ...], config: Config, run_dir: str) -> float:
-    """Seconds of one `model.fit` of a fresh demo CNN (seed 0) with `variant`'s callback."""
+def fit_once(
+    variant: FitVariant, data: tuple[Any, ...], config: Config, run_dir: str
+) -> tuple[float, float]:
+    """Wall and CPU seconds of one `model.fit` of a fresh demo CNN (seed 0).
+
+    CPU time (all threads of this process) is far steadier than wall time on a shared machine:
+    on the 2-core machine this was written on, identical fits varied by +-30% in wall time and
+    +-5% in CPU time.
+    """
     from demo.model import build_cnn, compile_cnn
 
     x, y, x_val = data
@@ -635,7 +642,7 @@ def fit_once(variant: FitVariant, data: tuple[Any, ...], config: Config, run_dir
             callback.set_model(model)
             callback.probe.stats()
         callbacks.append(callback)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model.fit(
         x,
         y,
@@ -645,7 +652,7 @@ def fit_once(variant: FitVariant, data: tuple[Any, ...], config: Config, run_dir
         callbacks=callbacks,
         shuffle=False,
     )
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def logged_steps(run_dir: str) -> int:
@@ -664,7 +671,8 @@ def bench_fit(config: Config, report: Report) -> None:
     x, y = make_shapes(config.fit_images, seed=0)
     x_val, _ = make_shapes(64, seed=1)
     data = (x, y, x_val)
-    times: dict[FitVariant, list[float]] = {v: [] for v in FIT_VARIANTS}
+    wall: dict[FitVariant, list[float]] = {v: [] for v in FIT_VARIANTS}
+    cpu: dict[FitVariant, list[float]] = {v: [] for v in FIT_VARIANTS}
     logs: dict[FitVariant, int] = {}
     with tempfile.TemporaryDirectory(prefix="tbprobe-bench-fit-") as tmp:
         progress("fit: warm-up (one fit without and one with the callback, discarded)")
@@ -675,54 +683,61 @@ def bench_fit(config: Config, report: Report) -> None:
             order = FIT_VARIANTS[r % count :] + FIT_VARIANTS[: r % count]  # rotate per round
             for variant in order:
                 run_dir = os.path.join(tmp, f"round{r}-{FIT_VARIANTS.index(variant)}")
-                times[variant].append(fit_once(variant, data, config, run_dir))
+                seconds, cpu_seconds = fit_once(variant, data, config, run_dir)
+                wall[variant].append(seconds)
+                cpu[variant].append(cpu_seconds)
                 if variant.callback:
                     logs[variant] = logged_steps(run_dir)
             progress(
-                f"fit round {r + 1}/{config.fit_rounds}: "
-                + ", ".join(f"{v.label} {times[v][-1]:.2f} s" for v in FIT_VARIANTS)
+                f"fit round {r + 1}/{config.fit_rounds} (wall/CPU s): "
+                + ", ".join(f"{v.label} {wall[v][-1]:.2f}/{cpu[v][-1]:.2f}" for v in FIT_VARIANTS)
             )
 
-    base_variant = FIT_VARIANTS[0]
-    base = times[base_variant]
-    base_med = statistics.median(base)
+    base = FIT_VARIANTS[0]
     batches = -(-config.fit_images // config.fit_batch)
+    cpu_base = Timing(cpu[base])
     report.add(
         "demo (fit)",
         "fit without callback",
-        Timing(base).describe(),
+        f"{Timing(wall[base]).describe()}; CPU {cpu_base.describe()}",
         f"{config.fit_images} images, batch {config.fit_batch}, {config.fit_epochs} epoch(s), "
         f"{batches} batches/epoch",
         "1.00x",
     )
     for variant in FIT_VARIANTS[1:]:
-        ratio = statistics.median(times[variant]) / base_med
-        paired = [t / b - 1.0 for t, b in zip(times[variant], base, strict=True)]
-        spans_zero = " (spread spans 0)" if min(paired) <= 0.0 <= max(paired) else ""
         target = (
             variant.target
             if variant.target is not None
             else (TARGET_FIT_BATCHES if variant.every_n_batches else TARGET_FIT_DEFAULT)
         )
+        texts, verdicts = [], []
+        for kind, times in (("wall", wall), ("CPU", cpu)):
+            overhead = statistics.median(times[variant]) / statistics.median(times[base]) - 1
+            paired = [t / b - 1.0 for t, b in zip(times[variant], times[base], strict=True)]
+            low, high = min(paired), max(paired)
+            texts.append(f"{kind} {overhead * 100:+.1f}% [{low * 100:+.1f}% to {high * 100:+.1f}%]")
+            spans = " (spread spans 0)" if low <= 0.0 <= high else ""
+            verdicts.append(f"{kind} {verdict(overhead <= target)}{spans}")
+        ratio = statistics.median(wall[variant]) / statistics.median(wall[base])
         report.add(
             "demo (fit)",
             f"fit overhead, {variant.label}",
-            f"{(ratio - 1) * 100:+.1f}% [{min(paired) * 100:+.1f}% to {max(paired) * 100:+.1f}%], "
-            f"{logs[variant]} logs/fit",
-            f"fit without callback {base_med:.2f} s",
+            f"{'; '.join(texts)}; {logs[variant]} logs/fit",
+            f"fit without callback {statistics.median(wall[base]):.2f} s",
             f"{ratio:.3f}x",
             f"<= {target * 100:g}%" + ("" if variant.target is not None else " (context)"),
-            verdict(ratio - 1 <= target) + spans_zero,
+            "; ".join(verdicts),
         )
     report.notes.append(
         f"fit: {config.fit_rounds} rounds of {len(FIT_VARIANTS)} fits, the order rotated each "
-        "round, after a discarded warm-up; overhead = median fit time with the callback / "
-        "median without - 1 (the Ratio column), [min to max] of the per-round overheads (fit "
-        "with / fit without in the same round - 1): when that range spans 0, the overhead is "
-        "within this machine's noise. Fit wall time includes the probe's construction and its "
-        "tracing at the first log, except in the 'traced before fit' rows, where "
-        "`callback.set_model(model)` and `callback.probe.stats()` ran before the timer (public "
-        "API; nothing written)."
+        "round, after a discarded warm-up. Overhead = median fit time with the callback / "
+        "median without - 1 (for wall time, the Ratio column), in wall time and in CPU time "
+        "(all threads of the process, steadier on a shared machine); [min to max] of the "
+        "per-round overheads (fit with / fit without in the same round - 1): when that range "
+        "spans 0, the overhead is within the noise. Fit time includes the probe's "
+        "construction and its tracing at the first log, except in the 'traced before fit' "
+        "rows, where `callback.set_model(model)` and `callback.probe.stats()` ran before the "
+        "timer (public API; nothing written)."
     )
 
 
