@@ -340,9 +340,12 @@ def bench_model(name: str, config: Config, report: Report) -> None:
         steps = itertools.count(1)
         progress(f"{name}: first forward call {first_forward:.2f} s, first log {first_log:.2f} s")
 
-        # Breakdown from public attributes: the probe model's compiled forward alone.
+        # Breakdown from public attributes: the probe model's compiled forward alone, and a
+        # log step without images (no feature-map grids, no PNG encoding).
         probe_forward = forward_fn(probe.probe_model)
         probe_forward(batch)
+        no_images = tbprobe.Probe(model, os.path.join(tmp, "no_images"), sample=batch, images=False)
+        no_images.log(0)
 
         # 1 and 2, interleaved so that a change in machine load hits both alike.
         main = time_interleaved(
@@ -350,11 +353,14 @@ def bench_model(name: str, config: Config, report: Report) -> None:
                 "forward": lambda: forward(batch).numpy(),
                 "tbprobe": lambda: probe.log(next(steps)),
                 "probe forward": lambda: probe_forward(batch),
+                "no images": lambda: no_images.log(next(steps)),
             },
             repeats,
             warmup=2,
         )
         fwd, log, pfwd = main["forward"], main["tbprobe"], main["probe forward"]
+        log_no_images = main["no images"]
+        no_images.close()
         progress(f"{name}: forward {fwd.describe()}; tbprobe log step {log.describe()}")
 
         # 4. built-once probe model + stock summaries in one tf.function.
@@ -418,6 +424,15 @@ def bench_model(name: str, config: Config, report: Report) -> None:
         f"{ratio_log:.2f}x",
         f"<= {TARGET_LOG_VS_FORWARD:g}x" if is_resnet else "(set for ResNet50)",
         verdict(ratio_log <= TARGET_LOG_VS_FORWARD) if is_resnet else "-",
+    )
+    report.add(
+        label,
+        "tbprobe log step, images=False",
+        log_no_images.describe(),
+        f"forward pass {fmt_seconds(fwd.median)}",
+        f"{paired_ratio(log_no_images, fwd):.2f}x",
+        "-",
+        "-",
     )
     seed, seed_log = side3["seed"], side3["tbprobe"]
     speedup = paired_ratio(seed, seed_log)

@@ -16,7 +16,7 @@ BENCH = ROOT / "scripts" / "bench.py"
 # Measurement name (start of the table's second column) -> rows expected with that name.
 MEASUREMENTS = {
     "forward pass": 1,
-    "tbprobe log step": 1,
+    "tbprobe log step": 2,  # and its images=False twin
     "seed-article log": 1,
     "built-once tf.function + tf.summary.histogram": 1,
     "first log": 1,
