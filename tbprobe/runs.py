@@ -252,7 +252,8 @@ def is_run(folder: Path, layout: RunLayout) -> bool:
 
 
 def event_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """The event files directly in `folder`, oldest first (by the timestamp in their name)."""
+    """The event files directly in `folder`, oldest first (by the timestamp, process id and
+    writer number in their name)."""
     files = []
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
         files = [Path(e.path) for e in entries if EVENT_FILE_MARKER in e.name and e.is_file()]
@@ -275,11 +276,16 @@ def check_distinct_names(named: Iterable[tuple[str, str]]) -> None:
         seen.add(name)
 
 
-def _file_order(path: Path) -> tuple[int, str]:
-    # events.out.tfevents.<unix seconds>.<host>.<pid>.<n>.v2
+def _file_order(path: Path) -> tuple[int, int, int, str]:
+    # events.out.tfevents.<unix seconds>.<host>.<pid>.<n>.v2, where <n> numbers the writers of
+    # a process in creation order: two fits within one second differ only there, and as text
+    # writer 10 would sort before writer 9. (The host name may hold dots itself.)
     parts = path.name.split(".")
-    stamp = parts[3] if len(parts) > 3 and parts[3].isdigit() else "0"
-    return int(stamp), path.name
+    stamp = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else 0
+    pid, writer = 0, 0
+    if len(parts) > 7 and parts[-1] == "v2" and parts[-3].isdigit() and parts[-2].isdigit():
+        pid, writer = int(parts[-3]), int(parts[-2])
+    return stamp, pid, writer, path.name
 
 
 def _check_name_type(name: Any) -> str:

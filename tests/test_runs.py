@@ -155,6 +155,15 @@ def test_event_files_are_oldest_first_and_only_files(tmp_path):
     assert event_files(tmp_path / "missing") == []
 
 
+def test_event_files_of_one_second_are_in_writer_order(tmp_path):
+    """Writers 9 and 10 of a process (two fits), created within one second."""
+    names = [f"events.out.tfevents.1700000000.vm.example.org.4242.{n}.v2" for n in (10, 9, 2)]
+    for name in names:
+        (tmp_path / name).touch()
+
+    assert [f.name.split(".")[-2] for f in event_files(tmp_path)] == ["2", "9", "10"]
+
+
 def test_symlink_loops_end(report_runs):
     (report_runs / "sweep" / "loop").symlink_to(report_runs, target_is_directory=True)
 
