@@ -35,9 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from tbprobe.runs import PROBE_DIR, PROBE_RUNS, event_files, find_runs, run_of
+from tbprobe.tags import HISTOGRAM_METRIC, MANIFEST_TAG
 
-HISTOGRAM_METRIC = "activations"
-MANIFEST_TAG = "tbprobe/manifest"
 _KEPT_PLUGINS = ("scalars", "histograms", "text")
 _HEADER = struct.Struct("<QI")
 _CRC = struct.Struct("<I")

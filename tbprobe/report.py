@@ -35,8 +35,9 @@ import numpy as np
 from tbprobe.events import RunData, read_run
 from tbprobe.figures import histogram_figures, metric_figure
 from tbprobe.runs import PROBE_RUNS, check_distinct_names, parse_run_arguments
+from tbprobe.tags import SCALAR_NAMES
 
-DEFAULT_METRICS = ("sparsity", "dead_units", "mean", "std", "nonfinite")
+DEFAULT_METRICS = SCALAR_NAMES
 DEFAULT_DEAD_THRESHOLD = 0.5
 DEFAULT_MAX_LAYERS = 20
 _CSS = """

@@ -42,8 +42,8 @@ import numpy as np
 import tensorflow as tf
 
 from tbprobe.options import DEFAULT_BUCKETS, DEFAULT_HISTOGRAM_SAMPLE
+from tbprobe.tags import SCALAR_NAMES
 
-SCALAR_NAMES = ("sparsity", "dead_units", "mean", "std", "nonfinite")
 FIELDS = (*SCALAR_NAMES, "low", "high", "exact")
 
 

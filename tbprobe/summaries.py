@@ -32,10 +32,7 @@ from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.plugins.text import metadata as text_metadata
 
-from tbprobe.stats import SCALAR_NAMES
-
-MANIFEST_TAG = "tbprobe/manifest"
-MARGIN_NAMES = ("mean_minus_std", "mean_plus_std")
+from tbprobe.tags import HISTOGRAM_METRIC, MANIFEST_TAG, MARGIN_NAMES, SCALAR_NAMES
 
 HISTOGRAM_METADATA = histogram_metadata.create_summary_metadata("", "")
 SCALAR_METADATA = scalar_metadata.create_summary_metadata("", "")
@@ -116,11 +113,12 @@ def add_layer_values(
     builder: SummaryBuilder, tag: str, scalars: dict[str, float], rows: np.ndarray
 ) -> None:
     """Add one probed output's histogram and scalars, mean +- std included."""
-    builder.histogram(f"{tag}/activations", rows)
+    builder.histogram(f"{tag}/{HISTOGRAM_METRIC}", rows)
     for name in SCALAR_NAMES:
         builder.scalar(f"{tag}/{name}", scalars[name])
-    builder.scalar(f"{tag}/mean_minus_std", scalars["mean"] - scalars["std"])
-    builder.scalar(f"{tag}/mean_plus_std", scalars["mean"] + scalars["std"])
+    lower, upper = MARGIN_NAMES
+    builder.scalar(f"{tag}/{lower}", scalars["mean"] - scalars["std"])
+    builder.scalar(f"{tag}/{upper}", scalars["mean"] + scalars["std"])
 
 
 def add_run_header(builder: SummaryBuilder, rows: list[ManifestRow]) -> None:
@@ -149,6 +147,7 @@ def manifest_markdown(rows: list[ManifestRow]) -> str:
 
 def scalars_layout(tags: list[str]) -> layout_pb2.Layout:
     """Custom-scalars layout: every layer's metric in one chart; mean +- std per layer."""
+    lower, upper = MARGIN_NAMES
     overview = layout_pb2.Category(
         title="tbprobe: all layers",
         chart=[
@@ -169,8 +168,8 @@ def scalars_layout(tags: list[str]) -> layout_pb2.Layout:
                     series=[
                         layout_pb2.MarginChartContent.Series(
                             value=f"{tag}/mean",
-                            lower=f"{tag}/mean_minus_std",
-                            upper=f"{tag}/mean_plus_std",
+                            lower=f"{tag}/{lower}",
+                            upper=f"{tag}/{upper}",
                         )
                     ]
                 ),
