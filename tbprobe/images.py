@@ -3,9 +3,9 @@
 `feature_map_grid` tiles, for each shown sample, the first `max_channels` channels of a
 `[batch, height, width, channels]` output in a near-square grid with 1-pixel separators. Each
 channel is min-max normalized on its own (a constant channel becomes 0, never NaN; non-finite
-pixels become 0) to a palette index 0..254; 255 marks separators and blank tiles. `heatmap` shows a rank-2 output as one image of
-samples x units, and a rank-3 output as one image of time x features per shown sample, each
-normalized over the whole image.
+pixels become 0) to a palette index 0..254; 255 marks separators and blank tiles. `heatmap`
+shows a rank-2 output as one image of samples x units, and a rank-3 output as one image of
+time x features per shown sample, each normalized over the whole image.
 
 Sizes: `tf.summary.image` stores PNGs at full size, so the longer side is capped at `max_side`
 (area downsampling); tiny images are enlarged by an integer factor (nearest neighbour) so that
