@@ -43,27 +43,3 @@ def chain(layers, x):
         x = layer(x, training=False)
         outputs.append(np.asarray(x))
     return outputs
-
-
-def read_events(directory) -> dict:
-    """Every tensor summary under `directory`, read back with TensorBoard's own event reader.
-
-    Returns:
-        `{tag: {"plugin": plugin_name, "steps": [int], "values": [np.ndarray]}}`.
-    """
-    from tensorboard.backend.event_processing import event_accumulator
-    from tensorboard.util import tensor_util
-
-    accumulator = event_accumulator.EventAccumulator(
-        str(directory), size_guidance={event_accumulator.TENSORS: 0}
-    )
-    accumulator.Reload()
-    events = {}
-    for tag in accumulator.Tags()["tensors"]:
-        records = accumulator.Tensors(tag)
-        events[tag] = {
-            "plugin": accumulator.SummaryMetadata(tag).plugin_data.plugin_name,
-            "steps": [record.step for record in records],
-            "values": [tensor_util.make_ndarray(record.tensor_proto) for record in records],
-        }
-    return events

@@ -1,4 +1,5 @@
-"""Helpers for tests that talk to a launched TensorBoard: probed runs, HTTP API, processes."""
+"""Test helpers: event files read with TensorBoard's own reader, probed runs, TensorBoard's
+HTTP API, processes."""
 
 from __future__ import annotations
 
@@ -90,23 +91,12 @@ def make_long_run(run: Path, steps: int) -> Path:
     return run
 
 
-def written_tags(directory: Path) -> dict[str, set[str]]:
-    """Tags of the event files in `directory`, by TensorBoard plugin name."""
-    from tensorboard.backend.event_processing import event_accumulator
+def read_events(directory) -> dict:
+    """Every tensor summary under `directory`, read back with TensorBoard's own event reader.
 
-    accumulator = event_accumulator.EventAccumulator(
-        str(directory), size_guidance={event_accumulator.TENSORS: 0}
-    )
-    accumulator.Reload()
-    tags: dict[str, set[str]] = {}
-    for tag in accumulator.Tags()["tensors"]:
-        plugin = accumulator.SummaryMetadata(tag).plugin_data.plugin_name
-        tags.setdefault(plugin, set()).add(tag)
-    return tags
-
-
-def written_scalars(directory: Path, tag: str) -> list[tuple[int, float]]:
-    """(step, value) pairs of scalar `tag` in the event files of `directory`."""
+    Returns:
+        `{tag: {"plugin": plugin_name, "steps": [int], "values": [np.ndarray]}}`.
+    """
     from tensorboard.backend.event_processing import event_accumulator
     from tensorboard.util import tensor_util
 
@@ -114,9 +104,30 @@ def written_scalars(directory: Path, tag: str) -> list[tuple[int, float]]:
         str(directory), size_guidance={event_accumulator.TENSORS: 0}
     )
     accumulator.Reload()
+    events = {}
+    for tag in accumulator.Tags()["tensors"]:
+        records = accumulator.Tensors(tag)
+        events[tag] = {
+            "plugin": accumulator.SummaryMetadata(tag).plugin_data.plugin_name,
+            "steps": [record.step for record in records],
+            "values": [tensor_util.make_ndarray(record.tensor_proto) for record in records],
+        }
+    return events
+
+
+def written_tags(directory: Path) -> dict[str, set[str]]:
+    """Tags of the event files in `directory`, by TensorBoard plugin name."""
+    tags: dict[str, set[str]] = {}
+    for tag, event in read_events(directory).items():
+        tags.setdefault(event["plugin"], set()).add(tag)
+    return tags
+
+
+def written_scalars(directory: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of scalar `tag` in the event files of `directory`."""
+    event = read_events(directory)[tag]
     return [
-        (event.step, float(tensor_util.make_ndarray(event.tensor_proto)))
-        for event in accumulator.Tensors(tag)
+        (step, float(value)) for step, value in zip(event["steps"], event["values"], strict=True)
     ]
 
 

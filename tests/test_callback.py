@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import read_events
+from tb_helpers import read_events
 
 import tbprobe
 

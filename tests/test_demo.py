@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import read_events
+from tb_helpers import read_events
 
 ROOT = Path(__file__).resolve().parent.parent
 

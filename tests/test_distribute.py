@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import read_events
+from tb_helpers import read_events
 
 SCRIPT = Path(__file__).with_name("distributed_fit.py")
 TIMEOUT = 600  # generous: two TensorFlow starts on a shared 2-core machine
