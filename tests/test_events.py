@@ -60,11 +60,6 @@ def written(tmp_path_factory) -> Path:
     return run
 
 
-def copy_run(run: Path, to: Path) -> Path:
-    shutil.copytree(run, to)
-    return to
-
-
 def expected_series(tag: str, steps=STEPS) -> tuple[np.ndarray, np.ndarray]:
     values = [SCALARS[tag][STEPS.index(s)] for s in steps]
     # tf.summary.scalar stores float32.
@@ -99,7 +94,7 @@ def test_read_run_accepts_the_probe_folder_itself(written):
 
 
 def test_several_event_files_are_read_in_order_and_the_later_value_wins(written, tmp_path):
-    run_dir = copy_run(written, tmp_path / "resumed")
+    run_dir = shutil.copytree(written, tmp_path / "resumed")
     # A second writer (a second fit call) rewrites step 20 and continues to step 30.
     write_probe(run_dir, steps=(20, 30), scalars={"conv1/sparsity": (0.0, 1.0)}, histograms=())
 
@@ -115,7 +110,7 @@ def test_several_event_files_are_read_in_order_and_the_later_value_wins(written,
 
 @pytest.mark.parametrize("chop", [3, 40])
 def test_truncated_last_record_is_dropped_and_reported(written, tmp_path, chop):
-    run_dir = copy_run(written, tmp_path / "crashed")
+    run_dir = shutil.copytree(written, tmp_path / "crashed")
     file = event_files(run_dir / "probe")[0]
     data = file.read_bytes()
     file.write_bytes(data[:-chop])
@@ -133,7 +128,7 @@ def test_truncated_last_record_is_dropped_and_reported(written, tmp_path, chop):
 
 
 def test_corrupt_record_is_skipped_and_reported(written, tmp_path):
-    run_dir = copy_run(written, tmp_path / "corrupt")
+    run_dir = shutil.copytree(written, tmp_path / "corrupt")
     file = event_files(run_dir / "probe")[0]
     data = bytearray(file.read_bytes())
     data[-1] ^= 0xFF  # the payload checksum of the last record (lstm/0/std at step 20)
@@ -164,7 +159,7 @@ def test_folder_without_runs_raises_with_the_path(tmp_path):
 
 
 def test_parent_passed_to_read_run_raises(written, tmp_path):
-    copy_run(written, tmp_path / "one" / "x")
+    shutil.copytree(written, tmp_path / "one" / "x")
     with pytest.raises(ValueError, match=r"is not a run folder.*1 run\(s\) below it"):
         read_run(tmp_path / "one")
 
