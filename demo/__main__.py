@@ -9,7 +9,7 @@ Trains the same small CNN on generated shapes twice, with one difference, the le
 Each run has tbprobe's callback added in one line beside Keras's own TensorBoard callback. Then
 TensorBoard starts on both runs, named, side by side (skipped with --no-launch or CI=true).
 
-Usage: python -m demo [--runs-dir runs] [--epochs 6] [--no-launch] [--port N]
+Usage: python -m demo [--runs-dir runs] [--epochs 6] [--train-size 3000] [--no-launch] [--port N]
 """
 
 from __future__ import annotations
@@ -84,9 +84,10 @@ def main(argv: list[str] | None = None) -> int:
 
     data = (make_shapes(args.train_size, seed=0), make_shapes(500, seed=1))
     runs_dir = Path(args.runs_dir)
+    run_dirs = {name: runs_dir / name for name in RUNS}
     results = {}
     for name, learning_rate in RUNS.items():
-        run_dir = runs_dir / name
+        run_dir = run_dirs[name]
         if run_dir.exists():  # a fresh model restarts at step 0: old events would overlap
             shutil.rmtree(run_dir)
         results[name] = train_run(name, learning_rate, run_dir, data, args.epochs)
@@ -94,12 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nTrained both runs in {time.perf_counter() - started:.0f} s.")
     print(f"Compare them offline: tbprobe report {runs_dir} -o report/")
     if args.no_launch:
-        print(f"Browse them: tbprobe launch {' '.join(f'{n}={runs_dir / n}' for n in RUNS)}")
+        print(f"Browse them: tbprobe launch {' '.join(f'{n}={d}' for n, d in run_dirs.items())}")
         return 0
     import tbprobe
 
-    named = {name: runs_dir / name for name in RUNS}
-    with tbprobe.launch(named, port=args.port) as board:
+    with tbprobe.launch(run_dirs, port=args.port) as board:
         print(f"\nTensorBoard: {board.url}  (Ctrl-C to stop)", flush=True)
         try:
             while board.running:

@@ -1,7 +1,7 @@
 """A generated image-classification task: no download, the same data on every machine.
 
-Each 32x32 grayscale-on-RGB image holds one shape (disc, square, cross or ring) at a random
-position and size, over noise; the label is the shape.
+Each 32x32 RGB image holds one shape (disc, square, cross or ring) of a random color, at a
+random position and size, over noise; the label is the shape.
 """
 
 from __future__ import annotations
