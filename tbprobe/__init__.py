@@ -28,21 +28,21 @@ __all__ = [
 ]
 
 _HOMES = {
-    "Probe": "tbprobe.writer",
+    "Probe": "tbprobe.probe",
     "ProbeCallback": "tbprobe.callback",
-    "ProbeModel": "tbprobe.probe",
-    "ProbedOutput": "tbprobe.probe",
+    "ProbeModel": "tbprobe.probing",
+    "ProbedOutput": "tbprobe.probing",
     "TensorBoardHandle": "tbprobe.launcher",
     "launch": "tbprobe.launcher",
-    "probe_model": "tbprobe.probe",
-    "select_layers": "tbprobe.probe",
+    "probe_model": "tbprobe.probing",
+    "select_layers": "tbprobe.probing",
 }
 
 if TYPE_CHECKING:
     from tbprobe.callback import ProbeCallback
     from tbprobe.launcher import TensorBoardHandle, launch
-    from tbprobe.probe import ProbedOutput, ProbeModel, probe_model, select_layers
-    from tbprobe.writer import Probe
+    from tbprobe.probe import Probe
+    from tbprobe.probing import ProbedOutput, ProbeModel, probe_model, select_layers
 
 
 def __getattr__(name: str) -> Any:

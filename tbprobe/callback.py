@@ -19,8 +19,8 @@ from typing import Any
 import keras
 
 from tbprobe.options import LogOptions, positive_int
+from tbprobe.probe import Probe, check_writable, first_batch
 from tbprobe.selection import LayerSpec
-from tbprobe.writer import Probe, check_writable, first_batch
 
 
 class ProbeCallback(keras.callbacks.Callback):

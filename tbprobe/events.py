@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tbprobe.runs import PROBE_DIR, PROBE_RUNS, event_files, find_runs, run_of
-from tbprobe.tags import HISTOGRAM_METRIC, MANIFEST_TAG
+from tbprobe.runs import PROBE_RUNS, event_files, find_runs, run_of
+from tbprobe.tags import HISTOGRAM_METRIC, MANIFEST_TAG, PROBE_DIR
 
 _KEPT_PLUGINS = ("scalars", "histograms", "text")
 _HEADER = struct.Struct("<QI")

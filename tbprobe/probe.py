@@ -1,385 +1,334 @@
-"""The probe model: one Keras model that returns the outputs of the selected layers of another.
+"""`Probe`: logs the probed activations of a model to TensorBoard, one compiled call per log step.
 
-`probe_model(model)` works on every kind of Keras 3 model, including the cases where
-`model.get_layer(name).output` does not: subclassed models (no symbolic outputs), layers inside
-nested models ("Graph disconnected") and layers called at several places (`.output` silently
-returns the first call only).
+A log step runs one `tf.function`, traced once per `Probe`: the probe model's forward pass on
+the fixed sample, then, per probed output, the reductions of `tbprobe.stats` (histogram counts
+and health scalars) and the PNG-encoded image of `tbprobe.images`. Only these small results
+leave the graph: one `[outputs, fields]` matrix and the PNG strings. On the host they become
+one `Summary` protobuf written as one event (`tbprobe.summaries`), inside
+`tf.summary.record_if(True)` so that another callback's gating (Keras's TensorBoard
+`update_freq`) cannot drop it. When some output holds NaN, Inf or huge values, a second
+compiled function (traced on first need) recomputes the reductions exactly.
 
-How: Keras 3 has no forward hooks, but `Operation.__call__` looks up `self.call` at every call.
-While the probe model runs the original model, each selected layer gets an instance attribute
-`call` that calls the class's `call` and records the outputs (`recording_calls`). The record is
-made during tracing, so inside a `tf.function` the patch exists only while the graph is built;
-the compiled graph simply returns those intermediate tensors. Outside a probe call the layers
-are untouched: the original model keeps its outputs, training and saving.
-
-Tags: the layer path (`conv1`, `encoder/conv1`); `<path>/call_<k>` when a layer is called at
-several places; `/<i>` (or `/<key>`) appended for each output of a layer with several outputs,
-e.g. `lstm/0`, `lstm/1`, `lstm/2` for an LSTM with `return_state=True`.
+Events go to `<log_dir>/probe`, flushed after every log step. Tags, per probed output `<tag>`:
+`<tag>/activations` (histogram), `<tag>/sparsity`, `<tag>/dead_units`, `<tag>/mean`, `<tag>/std`,
+`<tag>/nonfinite`, `<tag>/mean_minus_std`, `<tag>/mean_plus_std` (scalars), `<tag>/feature_maps`
+(rank-4 outputs) or `<tag>/heatmap` (rank-2 and rank-3 outputs) images; once per `Probe`, the
+text `tbprobe/manifest` and a custom-scalars layout.
 """
 
 from __future__ import annotations
 
-import contextlib
-import re
-import threading
-import warnings
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from tbprobe.selection import LayerSpec, Selection, resolve_selection
-
-FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
-
-_PATCH_LOCK = threading.RLock()
-_MISSING = object()
+from tbprobe import summaries
+from tbprobe.images import describe_image, encode_png_images, feature_map_grid, heatmap
+from tbprobe.options import (
+    DEFAULT_BUCKETS,
+    DEFAULT_HISTOGRAM_SAMPLE,
+    DEFAULT_MAX_IMAGE_SIDE,
+    LogOptions,
+    positive_int,
+)
+from tbprobe.probing import ProbedOutput, probe_model
+from tbprobe.selection import LayerSpec
+from tbprobe.stats import (
+    FIELDS,
+    SCALAR_NAMES,
+    histogram_rows,
+    layer_reductions,
+    layer_reductions_exact,
+)
+from tbprobe.tags import FEATURE_MAPS, PROBE_DIR
 
 
 @dataclass(frozen=True)
-class ProbedOutput:
-    """One probed tensor: a single output of a single call of a layer.
+class _Plan:
+    """What is computed for one probed output."""
 
-    Attributes:
-        tag: the TensorBoard tag prefix, e.g. `"encoder/conv1"`, `"lstm/1"`, `"shared/call_0"`.
-        path: the layer path, e.g. `"encoder/conv1"`.
-        layer: the Keras layer object (shared with the probed model).
-        shape: the output shape; `None` for dimensions unknown when traced (the batch).
-        dtype: the output dtype name, e.g. `"float32"`.
-    """
-
-    tag: str
-    path: str
-    layer: Any
-    shape: tuple[int | None, ...]
-    dtype: str
+    output: ProbedOutput
+    unit_axis: int | None
+    image: str | None
+    channels_first: bool
 
 
-Transform = Callable[[str, Any], Any]
-"""`transform(path, outputs) -> outputs`, applied to each recorded call's outputs."""
-
-
-@contextlib.contextmanager
-def recording_calls(
-    layers: dict[str, Any], transform: Transform | None = None
-) -> Iterator[list[tuple[str, Any]]]:
-    """Record every call of the given layers made inside the block.
-
-    Args:
-        layers: `{path: layer}` to watch.
-        transform: optional function of `(path, outputs)` whose result replaces the outputs
-            passed on to the rest of the model (e.g. to make them wait for other ops).
-
-    Yields:
-        A list that fills with `(path, outputs)` in call order (outputs before `transform`).
-    """
-    records: list[tuple[str, Any]] = []
-    saved: list[tuple[Any, Any]] = []
-    with _PATCH_LOCK:
-        try:
-            for path, layer in layers.items():
-                saved.append((layer, vars(layer).get("call", _MISSING)))
-                # Keras 3 offers no forward hook; an instance attribute shadows the class's
-                # `call`, which Operation.__call__ looks up on every call. object.__setattr__
-                # keeps Keras's attribute tracking out of it.
-                wrapper = _recording(layer.call, path, records, transform)
-                object.__setattr__(layer, "call", wrapper)
-            yield records
-        finally:
-            for layer, previous in reversed(saved):
-                if previous is _MISSING:
-                    object.__delattr__(layer, "call")
-                else:
-                    object.__setattr__(layer, "call", previous)
-
-
-def _recording(
-    call: Any, path: str, records: list[tuple[str, Any]], transform: Transform | None
-) -> Any:
-    def recorded_call(*args: Any, **kwargs: Any) -> Any:
-        outputs = call(*args, **kwargs)
-        records.append((path, outputs))
-        return outputs if transform is None else transform(path, outputs)
-
-    return recorded_call
-
-
-def call_tags(path: str, index: int, calls: int, outputs: Any) -> list[tuple[str, Any]]:
-    """`(tag, leaf)` for each output leaf of call number `index` of `calls` of layer `path`."""
-    base = path if calls == 1 else f"{path}/call_{index}"
-    return [
-        (f"{base}/{'/'.join(map(str, key))}" if key else base, leaf)
-        for key, leaf in keras.tree.flatten_with_path(outputs)
-    ]
-
-
-def select_layers(
-    model: Any,
-    layers: LayerSpec | Iterable[LayerSpec] | None = None,
-    sample: Any = None,
-) -> list[ProbedOutput]:
-    """List what would be probed: one entry per output of each call of each selected layer.
+class Probe:
+    """Logs per-layer activation histograms, images and health scalars of `model`.
 
     Args:
         model: a built `keras.Model` (Sequential, Functional, nested or subclassed).
-        layers: `None` for every layer, or names, paths, glob patterns and Keras layer classes
-            (see `tbprobe.selection`).
-        sample: an input batch (array, tensor, dict or tuple). Needed only for a subclassed model
-            whose input shape Keras did not record; with it, shapes include the batch size.
-
-    Returns:
-        `ProbedOutput`s in model order (the order layers are called in the forward pass).
-
-    Raises:
-        ValueError: unbuilt model, a name or pattern matching nothing, or an explicitly selected
-            layer that is never called or whose output is not a dense float tensor.
-
-    Example:
-        >>> for out in tbprobe.select_layers(model, ["conv*"]):
-        ...     print(out.tag, out.shape)
-    """
-    return _discover(model, resolve_selection(_check_model(model), layers), sample)[0]
-
-
-def probe_model(
-    model: Any,
-    layers: LayerSpec | Iterable[LayerSpec] | None = None,
-    sample: Any = None,
-) -> ProbeModel:
-    """Build, once, a model that returns the outputs of the selected layers of `model`.
-
-    The probe model shares `model`'s layers and weights (nothing is copied), so after training
-    steps it returns the activations of the current weights. `model` itself is left unchanged.
-
-    Args:
-        model: a built `keras.Model` (Sequential, Functional, nested or subclassed).
-        layers: `None` for every layer, or names, paths, glob patterns and Keras layer classes.
-        sample: optional input batch; needed only for a subclassed model whose input shape Keras
-            did not record.
-
-    Returns:
-        A `ProbeModel`. Called on a batch it returns `{tag: tensor}` in model order, run with
-        `training=False` unless told otherwise.
+        log_dir: run directory (any path `tf.io.gfile` accepts); events go to `<log_dir>/probe`.
+        sample: the fixed probe batch, shown at every step: numpy array, tensor, dict or tuple
+            for multi-input models, or a `tf.data.Dataset` (its first batch, labels dropped).
+        layers: `None` for every layer, or names, paths, glob patterns and layer classes.
+        every: `log(step)` logs when `step % every == 0`.
+        buckets: histogram buckets per layer.
+        max_channels: feature-map channels shown per sample.
+        max_samples: samples shown in feature-map grids and rank-3 heatmaps.
+        cmap: matplotlib colormap name for images, or None for grayscale.
+        zero_tol: `abs(x) <= zero_tol` counts as zero for sparsity and dead units.
+        images: whether to log feature-map grids and heatmaps.
+        max_image_side: cap on an image's longer side, in pixels.
+        histogram_sample: most elements of one output bucketed for its histogram (a strided
+            sample, counts scaled to the total; see `tbprobe.stats`); None buckets every one.
 
     Raises:
-        ValueError: as for `select_layers`.
+        ValueError: a bad argument, an unbuilt model, a sample the model cannot take, or a
+            `log_dir` that cannot be written; all at construction.
 
     Example:
-        >>> probe = tbprobe.probe_model(model, layers=["conv*", keras.layers.Dense])
-        >>> activations = probe(x_batch)  # {"conv1": <tf.Tensor ...>, "dense": ...}
-    """
-    selection = resolve_selection(_check_model(model), layers)
-    return ProbeModel(model, selection, *_discover(model, selection, sample))
-
-
-class ProbeModel(keras.Model):
-    """A Keras model returning `{tag: tensor}` for the probed layers of another model.
-
-    Build it with `tbprobe.probe_model`. Attributes: `probed_model` (the original model) and
-    `probed_outputs` (the `ProbedOutput`s it returns, in order).
+        >>> with tbprobe.Probe(model, "runs/a", sample=x_val[:16], every=100) as probe:
+        ...     for step, (xb, yb) in enumerate(dataset):
+        ...         train_step(xb, yb)
+        ...         probe.log(step)
     """
 
     def __init__(
-        self, model: Any, selection: Selection, outputs: list[ProbedOutput], calls: Counter[str]
+        self,
+        model: Any,
+        log_dir: str | os.PathLike[str],
+        sample: Any,
+        layers: LayerSpec | Iterable[LayerSpec] | None = None,
+        every: int = 1,
+        buckets: int = DEFAULT_BUCKETS,
+        max_channels: int = 32,
+        max_samples: int = 1,
+        cmap: str | None = "viridis",
+        zero_tol: float = 0.0,
+        images: bool = True,
+        max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
+        histogram_sample: int | None = DEFAULT_HISTOGRAM_SAMPLE,
     ):
-        super().__init__(name=f"{model.name}_probe", dtype=model.dtype_policy)
-        self.probed_model = model
-        self.probed_outputs = list(outputs)
-        self._selection = selection
-        self._tags = frozenset(out.tag for out in outputs)
-        self._calls = calls
+        self.every = positive_int("every", every)
+        self.options = LogOptions(
+            buckets=buckets,
+            max_channels=max_channels,
+            max_samples=max_samples,
+            cmap=cmap,
+            zero_tol=zero_tol,
+            images=images,
+            max_image_side=max_image_side,
+            histogram_sample=histogram_sample,
+        )
+        self.log_dir = os.fspath(log_dir)
+        self.probe_dir = tf.io.gfile.join(self.log_dir, PROBE_DIR)
+        check_writable(self.log_dir)
 
-    def call(self, inputs: Any, training: bool = False) -> dict[str, Any]:
-        with recording_calls(self._selection.layers) as records:
-            self.probed_model(inputs, training=training)
-        return {tag: tensor for tag, _, tensor in _tagged_outputs(records) if tag in self._tags}
+        self.sample = _as_tensors(first_batch(sample))
+        self.probe_model = probe_model(model, layers, sample=self.sample)
+        self.outputs: list[ProbedOutput] = self.probe_model.probed_outputs
+        self._plans = [self._plan(output) for output in self.outputs]
+        self._writes = _writes_summaries(model)
+        self._compute = tf.function(self._reduce_fast, autograph=False)
+        self._compute_exact = tf.function(self._reduce_exact, autograph=False)
+        self._writer: Any = None
+        self._header_written = False
+        self._summary = summaries.SummaryBuilder()
+        self._last: np.ndarray | None = None
 
-    def run_consuming(
-        self, inputs: Any, consume: Callable[[str, Any], list[Any]], training: bool = False
-    ) -> None:
-        """Run the model, handing each probed output to `consume(tag, tensor)` as it is made.
+    def log(self, step: int | Any) -> bool:
+        """Log the probe batch's activations at `step` if `step % every == 0`.
 
-        The rest of the forward pass waits for the ops `consume` returns, so that each
-        activation is used up and freed before the next layer runs: in a graph, memory stays
-        near that of the plain forward pass instead of holding every activation at once.
+        Args:
+            step: the global step, a Python int or an integer `tf.Variable`/tensor such as
+                `optimizer.iterations`.
+
+        Returns:
+            Whether anything was logged (False off-schedule, and on non-chief workers of a
+            multi-worker strategy, which never write).
         """
-        seen: Counter[str] = Counter()
+        step = _as_step(step)
+        if step % self.every or not self._writes:
+            return False
+        reductions, images = self._run()
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.probe_dir)
+        if not self._header_written:
+            header = summaries.SummaryBuilder()
+            summaries.add_run_header(header, [self._manifest_row(plan) for plan in self._plans])
+            header.write(self._writer, step)
+            self._header_written = True
+        builder = self._summary
+        for plan, row in zip(self._plans, reductions, strict=True):
+            values = dict(zip(FIELDS, row[: len(FIELDS)], strict=True))
+            rows = histogram_rows(row[len(FIELDS) :], values["low"], values["high"])
+            summaries.add_layer_values(builder, plan.output.tag, values, rows)
+            if plan.image is not None:
+                builder.images(f"{plan.output.tag}/{plan.image}", images[plan.output.tag])
+        builder.write(self._writer, step)
+        self._writer.flush()
+        return True
 
-        def transform(path: str, outputs: Any) -> Any:
-            tagged = call_tags(path, seen[path], self._calls[path], outputs)
-            seen[path] += 1
-            done = [op for tag, leaf in tagged if tag in self._tags for op in consume(tag, leaf)]
-            if not done:
-                return outputs
-            with tf.control_dependencies(done):
-                return tf.nest.map_structure(
-                    lambda t: tf.identity(t) if tf.is_tensor(t) else t, outputs
-                )
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Health scalars of the last log step (computed now if nothing was logged yet).
 
-        with recording_calls(self._selection.layers, transform):
-            self.probed_model(inputs, training=training)
+        Returns:
+            `{tag: {"sparsity", "dead_units", "mean", "std", "nonfinite": float}}`.
+        """
+        if self._last is None:
+            self._run()
+        return {
+            plan.output.tag: {name: float(row[FIELDS.index(name)]) for name in SCALAR_NAMES}
+            for plan, row in zip(self._plans, self._last, strict=True)
+        }
 
+    def close(self) -> None:
+        """Flush and close the event file; a later `log` appends to the run in a new file."""
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = None
 
-def _check_model(model: Any) -> Any:
+    def __enter__(self) -> Probe:
+        return self
 
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"Expected a keras.Model. Received: {type(model).__module__}.{type(model).__name__}. "
-            "tbprobe works on Keras 3 models (Sequential, Functional or subclassed)."
-        )
-    if not model.built:
-        raise ValueError(
-            f"Model {model.name!r} is not built yet, so its layers have no outputs to probe. "
-            "Call it once on a batch (model(x[:1])), build it with an input shape "
-            "(model.build((None, 28, 28, 1))), or start it with keras.Input."
-        )
-    return model
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
+    def __repr__(self) -> str:
+        return f"Probe({len(self.outputs)} outputs -> {self.probe_dir!r}, every={self.every})"
 
-def _tagged_outputs(records: list[tuple[str, Any]]) -> Iterator[tuple[str, str, Any]]:
-    """Yield `(tag, path, leaf)` for every output leaf of every recorded call."""
-    calls = Counter(path for path, _ in records)
-    seen: Counter[str] = Counter()
-    for path, outputs in records:
-        for tag, leaf in call_tags(path, seen[path], calls[path], outputs):
-            yield tag, path, leaf
-        seen[path] += 1
-
-
-def _unprobeable_reason(leaf: Any, graph: Any) -> str | None:
-    """Why a recorded output cannot be probed, or None when it can."""
-
-    if leaf is None or not hasattr(leaf, "dtype") or not hasattr(leaf, "shape"):
-        return f"output is not a tensor ({type(leaf).__name__})"
-    if isinstance(leaf, (tf.RaggedTensor, tf.SparseTensor)) or getattr(leaf, "sparse", False):
-        return f"output is a {type(leaf).__name__}, not a dense tensor"
-    dtype = keras.backend.standardize_dtype(leaf.dtype)
-    if dtype not in FLOAT_DTYPES:
-        return f"output dtype is {dtype}, not a float type"
-    if isinstance(leaf, tf.Tensor) and getattr(leaf, "graph", graph) is not graph:
-        return "output is computed inside a loop or branch of the model's call()"
-    return None
-
-
-def _discover(
-    model: Any, selection: Selection, sample: Any
-) -> tuple[list[ProbedOutput], Counter[str]]:
-    """Trace the forward pass once: every probe-able output of the selection, and the number
-    of calls of each selected layer."""
-    spec = input_spec(model) if sample is None else spec_of(sample)
-    traced: list[tuple[str, str, Any, str | None]] = []
-    called: Counter[str] = Counter()
-
-    @tf.function(autograph=False)
-    def forward(inputs: Any) -> None:
-        graph = tf.compat.v1.get_default_graph()
-        traced.clear()  # a trace may run more than once
-        with recording_calls(selection.layers) as records:
-            model(inputs, training=False)
-        called.clear()  # a trace may run more than once
-        called.update(path for path, _ in records)
-        for tag, path, leaf in _tagged_outputs(records):
-            traced.append((tag, path, leaf, _unprobeable_reason(leaf, graph)))
-
-    try:
-        forward.get_concrete_function(spec)
-    except Exception as error:
-        detail = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
-        raise ValueError(
-            f"Could not run model {model.name!r} on inputs {_describe_spec(spec)}. The sample "
-            f"must match the model's inputs ({_describe_spec(_declared_spec(model))}). "
-            f"{type(error).__name__}: {detail}"
-        ) from error
-
-    found: list[ProbedOutput] = []
-    skipped: list[str] = []
-    for tag, path, leaf, reason in traced:
-        if reason is None:
-            found.append(
-                ProbedOutput(tag, path, selection.layers[path], tuple(leaf.shape), leaf.dtype.name)
-            )
-        elif path in selection.explicit:
-            raise ValueError(
-                f"Layer {path!r} was selected explicitly but cannot be probed: {reason}. "
-                "tbprobe probes dense float outputs; remove it from `layers=`."
-            )
+    def _plan(self, output: ProbedOutput) -> _Plan:
+        rank = len(output.shape)
+        channels_first = getattr(output.layer, "data_format", None) == "channels_first"
+        if rank < 2:
+            unit_axis = None
         else:
-            skipped.append(f"{tag} ({reason})")
-    never_called = [path for path in selection.layers if path not in called]
-    if explicit := [path for path in never_called if path in selection.explicit]:
+            unit_axis = 1 if channels_first and rank >= 3 else -1
+        image = describe_image(output.shape) if self.options.images else None
+        return _Plan(output, unit_axis, image, channels_first and rank == 4)
+
+    def _manifest_row(self, plan: _Plan) -> summaries.ManifestRow:
+        output = plan.output
+        layer_class = type(output.layer).__name__
+        return summaries.ManifestRow(
+            output.tag, layer_class, output.shape, output.dtype, plan.image
+        )
+
+    def _run(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Reductions `[outputs, FIELDS + buckets]` and encoded images, on the host."""
+        reductions, images = self._compute(self.sample)
+        reductions = reductions.numpy()
+        inexact = reductions[:, FIELDS.index("exact")] == 0
+        if inexact.any():  # NaN, Inf or huge values: the exact branch, traced on first need
+            reductions[inexact] = self._compute_exact(self.sample).numpy()[inexact]
+        self._last = reductions
+        return reductions, {tag: value.numpy() for tag, value in images.items()}
+
+    def _reduce_fast(self, sample: Any) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        o = self.options
+        plans = {plan.output.tag: plan for plan in self._plans}
+        rows, images = {}, {}
+
+        def consume(tag: str, x: tf.Tensor) -> list[tf.Tensor]:
+            plan = plans[tag]
+            rows[tag] = layer_reductions(
+                x, o.buckets, o.zero_tol, plan.unit_axis, o.histogram_sample
+            )
+            if plan.image is None:
+                return [rows[tag]]
+            images[tag] = encode_png_images(self._image(plan, x), o.palette)
+            return [rows[tag], images[tag]]
+
+        # Each output is reduced as soon as its layer returns, and the forward pass waits for
+        # it: a log step's peak memory stays near the forward pass's (see run_consuming).
+        self.probe_model.run_consuming(sample, consume)
+        return tf.stack([rows[tag] for tag in plans]), images
+
+    def _reduce_exact(self, sample: Any) -> tf.Tensor:
+        o = self.options
+        activations = self.probe_model(sample, training=False)
+        return tf.stack(
+            [
+                layer_reductions_exact(
+                    activations[plan.output.tag], o.buckets, o.zero_tol, plan.unit_axis
+                )
+                for plan in self._plans
+            ]
+        )
+
+    def _image(self, plan: _Plan, x: tf.Tensor) -> tf.Tensor:
+        o = self.options
+        if plan.image == FEATURE_MAPS:
+            return feature_map_grid(
+                x, o.max_channels, o.max_samples, plan.channels_first, o.max_image_side
+            )
+        return heatmap(x, o.max_samples, o.max_image_side)
+
+
+def first_batch(sample: Any) -> Any:
+    """The probe batch: `sample` itself, or the inputs of a dataset's first batch."""
+    if sample is None:
         raise ValueError(
-            f"Selected layers {explicit} are never called in the forward pass of model "
-            f"{model.name!r}, so they have no output to probe. Remove them from `layers=`."
+            "Missing argument `sample`: tbprobe needs a fixed probe batch, e.g. sample=x_val[:16] "
+            "(an array, tensor, dict or tuple of model inputs) or a tf.data.Dataset."
         )
-    skipped.extend(f"{path} (never called in the forward pass)" for path in never_called)
-    if skipped:
-        warnings.warn(
-            f"tbprobe skips {len(skipped)} output(s) it cannot probe: {'; '.join(skipped)}.",
-            stacklevel=3,
-        )
-    return found, called
+    if isinstance(sample, tf.data.Dataset):
+        for batch in sample.take(1):
+            inputs, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
+            return inputs
+        raise ValueError("Invalid value for argument `sample`: the dataset yielded no batch.")
+    return sample
 
 
-def spec_of(sample: Any) -> Any:
-    """`tf.TensorSpec` structure of a sample batch (arrays, tensors, dicts, tuples, lists)."""
+def _as_tensors(sample: Any) -> Any:
+    tensors = tf.nest.map_structure(tf.convert_to_tensor, sample)
+    for tensor in tf.nest.flatten(tensors):
+        if tensor.shape.rank == 0 or tensor.shape[0] == 0:
+            raise ValueError(
+                f"Invalid value for argument `sample`: expected a batch (first axis = samples) "
+                f"with at least one sample. Received a tensor of shape {tuple(tensor.shape)}."
+            )
+    return tensors
 
-    def leaf_spec(value: Any) -> Any:
-        tensor = tf.convert_to_tensor(value)
-        return tf.TensorSpec(tensor.shape, tensor.dtype)
 
-    return tf.nest.map_structure(leaf_spec, sample)
-
-
-def input_spec(model: Any) -> Any:
-    """`tf.TensorSpec` structure of `model`'s inputs, batch dimension unknown.
+def check_writable(log_dir: str) -> None:
+    """Fail early when `log_dir` cannot become a directory we write into.
 
     Raises:
-        ValueError: the model is subclassed and Keras recorded no input shape for it.
+        ValueError: an existing part of the path is a file, or a local directory is read-only.
     """
-    spec = _declared_spec(model)
-    if spec is None:
+    if not log_dir:
+        raise ValueError("Invalid value for argument `log_dir`: received an empty path.")
+    path = log_dir
+    while not tf.io.gfile.exists(path):
+        parent = os.path.dirname(path.rstrip("/"))
+        if not parent or parent == path:
+            return
+        path = parent
+    if not tf.io.gfile.isdir(path):
         raise ValueError(
-            f"Cannot tell the input shape of model {model.name!r} (a subclassed model that was "
-            "built without recording its input shape). Pass sample=<an input batch>."
+            f"Cannot write to log_dir={log_dir!r}: {path!r} exists and is not a directory. "
+            "Pass a directory path."
         )
-    return spec
+    if "://" not in path and not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"Cannot write to log_dir={log_dir!r}: no write permission on {path!r}. "
+            "Pass a directory you can write to."
+        )
 
 
-def _declared_spec(model: Any) -> Any:
+def _writes_summaries(model: Any) -> bool:
+    """False on the non-chief workers of a multi-worker strategy: only the chief writes."""
+    strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+    return bool(strategy.extended.should_save_summary)
 
+
+def _as_step(step: Any) -> int:
+    if isinstance(step, bool):
+        raise TypeError(f"Invalid step: received {step!r}; expected an integer step.")
     try:
-        symbolic = model.input
-    except (AttributeError, ValueError):
-        symbolic = None
-    if symbolic is not None:
-        return keras.tree.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), symbolic)
-    shape = (model.get_build_config() or {}).get("input_shape")
-    if shape is None:
-        return None
-    dtype = model.input_dtype
-
-    def is_shape(value: Any) -> bool:
-        return isinstance(value, (tuple, list)) and all(
-            d is None or isinstance(d, int) for d in value
+        value = np.asarray(step.numpy() if hasattr(step, "numpy") else step)
+    except Exception:
+        value = np.asarray(None)
+    if value.shape != () or not np.issubdtype(value.dtype, np.integer) or int(value) < 0:
+        raise TypeError(
+            f"Invalid step: received {step!r}. Expected a non-negative integer (a Python int, "
+            "or an integer tf.Variable such as optimizer.iterations)."
         )
-
-    def to_spec(value: Any) -> Any:
-        if is_shape(value):
-            return tf.TensorSpec((None, *value[1:]), dtype)
-        if isinstance(value, dict):
-            return {key: to_spec(item) for key, item in value.items()}
-        return type(value)(to_spec(item) for item in value)
-
-    return to_spec(shape)
-
-
-def _describe_spec(spec: Any) -> str:
-
-    if spec is None:
-        return "unknown"
-    return str(
-        tf.nest.map_structure(lambda s: f"shape={tuple(s.shape)} dtype={s.dtype.name}", spec)
-    )
+    return int(value)

@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tbprobe.tags import PROBE_DIR
+
 EVENT_FILE_MARKER = "tfevents"  # TensorBoard's own test: "tfevents" in the file name
-PROBE_DIR = "probe"
 RUN_FOLDERS = (PROBE_DIR, "train", "validation")
 _FOUND_LISTED = 8  # entries of a folder without runs named in the error
 

@@ -17,8 +17,6 @@ dashboards read them:
 
 from __future__ import annotations
 
-import struct
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,37 +176,3 @@ def scalars_layout(tags: list[str]) -> layout_pb2.Layout:
         ],
     )
     return layout_pb2.Layout(category=[overview, margins])
-
-
-def encode_png_images(indices: tf.Tensor, palette: np.ndarray | None) -> tf.Tensor:
-    """Palette-index images -> the image plugin's `[width, height, png_0, ...]` strings, in-graph.
-
-    Args:
-        indices: `[k, h, w]` uint8 tensor with a static shape.
-        palette: `[256, 3]` uint8 RGB colors of the indices, or None for grayscale PNGs.
-
-    Returns:
-        A string vector: width, height, then one PNG per image.
-    """
-    count, height, width = (int(d) for d in indices.shape)
-    # Compression level 1: several times faster than the default, files a little larger.
-    pngs = [tf.image.encode_png(indices[i, :, :, tf.newaxis], compression=1) for i in range(count)]
-    if palette is not None:
-        header = tf.constant(_palette_png_header(width, height, palette))
-        pngs = [tf.strings.join([header, tf.strings.substr(png, 33, -1)]) for png in pngs]
-    return tf.stack([tf.constant(str(width)), tf.constant(str(height)), *pngs])
-
-
-def _palette_png_header(width: int, height: int, palette: np.ndarray) -> bytes:
-    """PNG signature, IHDR of an 8-bit palette image, and PLTE chunk.
-
-    An 8-bit grayscale PNG and an 8-bit palette PNG store identical IDAT bytes (one byte a
-    pixel), so swapping the grayscale PNG's first 33 bytes (signature and IHDR) for these turns
-    it into a colored image, with TensorFlow's encoder doing all the compression work.
-    """
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"PLTE", palette.tobytes())
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

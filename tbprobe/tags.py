@@ -1,11 +1,17 @@
-"""The tag scheme shared by the writer (`tbprobe.summaries`) and the readers (`tbprobe.events`,
-`tbprobe.report`); importing it costs nothing (no TensorFlow).
+"""The tag scheme shared by the writer (`tbprobe.probe`, `tbprobe.summaries`) and the readers
+(`tbprobe.runs`, `tbprobe.events`, `tbprobe.report`); importing it costs nothing (no TensorFlow).
 
-Per probed output `<tag>`: the histogram `<tag>/activations`, the scalars `<tag>/<name>` for each
-of `SCALAR_NAMES` and `MARGIN_NAMES`, and an image; once per run, the text `MANIFEST_TAG`.
+A run folder holds tbprobe's event files in `PROBE_DIR`. Per probed output `<tag>`: the
+histogram `<tag>/activations`, the scalars `<tag>/<name>` for each of `SCALAR_NAMES` and
+`MARGIN_NAMES`, and at most one image `<tag>/<kind>`, a kind of `IMAGE_KINDS`; once per run,
+the text `MANIFEST_TAG`.
 """
 
+PROBE_DIR = "probe"  # <log_dir>/probe/ holds tbprobe's event files
 SCALAR_NAMES = ("sparsity", "dead_units", "mean", "std", "nonfinite")
 MARGIN_NAMES = ("mean_minus_std", "mean_plus_std")  # the band of the mean +- std charts
 HISTOGRAM_METRIC = "activations"
+FEATURE_MAPS = "feature_maps"  # rank-4 outputs: a grid of channels per shown sample
+HEATMAP = "heatmap"  # rank-2 and rank-3 outputs
+IMAGE_KINDS = (FEATURE_MAPS, HEATMAP)
 MANIFEST_TAG = "tbprobe/manifest"

@@ -1,285 +1,264 @@
-"""probe_model / select_layers on every kind of Keras 3 model, against independent computations."""
+"""Probe: event files read back with TensorBoard's reader, compared with numpy."""
 
 from __future__ import annotations
-
-import warnings
 
 import keras
 import numpy as np
 import pytest
-from conftest import chain
+import tensorflow as tf
+from tb_helpers import read_events
 
 import tbprobe
+from tbprobe.images import colormap_palette
+from tbprobe.stats import layer_statistics_numpy
 
-ATOL = 1e-5
-
-
-def assert_close(actual, expected):
-    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=1e-5, atol=ATOL)
-
-
-def test_functional_all_layers(tiny_cnn, image_batch):
-    probe = tbprobe.probe_model(tiny_cnn)
-    outputs = probe(image_batch)
-    names = ["conv1", "pool", "conv2", "flatten", "dense", "out"]
-    assert list(outputs) == names
-    expected = chain([tiny_cnn.get_layer(n) for n in names], image_batch)
-    for name, want in zip(names, expected, strict=True):
-        assert_close(outputs[name], want)
-    assert_close(outputs["out"], tiny_cnn(image_batch))
-
-
-def test_shapes_reported_by_select_layers(tiny_cnn):
-    described = {out.tag: (out.shape, out.dtype) for out in tbprobe.select_layers(tiny_cnn)}
-    assert described["conv1"] == ((None, 8, 8, 4), "float32")
-    assert described["pool"] == ((None, 4, 4, 4), "float32")
-    assert described["flatten"] == ((None, 96), "float32")
-    assert type(tbprobe.select_layers(tiny_cnn, "out")[0].layer) is keras.layers.Dense
-
-
-def test_sequential_with_input_and_with_build(rng):
-    x = rng.normal(size=(3, 5)).astype("float32")
-    for with_input in (True, False):
-        layers = [keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(2)]
-        model = keras.Sequential(([keras.Input((5,))] if with_input else []) + layers)
-        if not with_input:
-            model.build((None, 5))
-        outputs = tbprobe.probe_model(model)(x)
-        assert list(outputs) == [layer.name for layer in layers]
-        for got, want in zip(outputs.values(), chain(layers, x), strict=True):
-            assert_close(got, want)
-
-
-def test_nested_backbone_inside_classifier(rng):
-    """Keras's own `.output` gives 'Graph disconnected' for layers inside nested models."""
-    backbone = keras.Sequential(
-        [keras.Input((6,)), keras.layers.Dense(5, name="b1"), keras.layers.Dense(4, name="b2")],
-        name="backbone",
-    )
-    neck_in = keras.Input((4,))
-    neck = keras.Model(neck_in, keras.layers.Dense(3, name="n1")(neck_in), name="neck")
-    inputs = keras.Input((6,))
-    outputs = keras.layers.Dense(2, name="head")(neck(backbone(inputs)))
-    model = keras.Model(inputs, outputs)
-    x = rng.normal(size=(2, 6)).astype("float32")
-
-    got = tbprobe.probe_model(model)(x)
-    assert list(got) == ["backbone/b1", "backbone/b2", "backbone", "neck/n1", "neck", "head"]
-    layers = [*backbone.layers, neck.get_layer("n1"), model.get_layer("head")]
-    b1, b2, n1, head = chain(layers, x)
-    assert_close(got["backbone/b1"], b1)
-    assert_close(got["backbone/b2"], b2)
-    assert_close(got["backbone"], b2)
-    assert_close(got["neck/n1"], n1)
-    assert_close(got["neck"], n1)
-    assert_close(got["head"], head)
-
-
-def test_multi_input_multi_output(rng):
-    a = keras.Input((3,), name="a")
-    b = keras.Input((4,), name="b")
-    joined = keras.layers.Concatenate(name="cat")([a, b])
-    hidden = keras.layers.Dense(5, activation="relu", name="hidden")(joined)
-    out1 = keras.layers.Dense(1, name="out1")(hidden)
-    out2 = keras.layers.Dense(2, name="out2")(joined)
-    model = keras.Model({"a": a, "b": b}, [out1, out2])
-    x = {
-        "a": rng.normal(size=(2, 3)).astype("float32"),
-        "b": rng.normal(size=(2, 4)).astype("float32"),
-    }
-
-    got = tbprobe.probe_model(model)(x)
-    assert set(got) == {"cat", "hidden", "out1", "out2"}
-    cat = np.concatenate([x["a"], x["b"]], axis=1)
-    assert_close(got["cat"], cat)
-    hidden_layer = model.get_layer("hidden")
-    assert_close(got["hidden"], hidden_layer(cat))
-    assert_close(got["out1"], model.get_layer("out1")(hidden_layer(cat)))
-    assert_close(got["out2"], model.get_layer("out2")(cat))
-
-
-def test_layer_with_several_outputs_gets_one_tag_per_output(rng):
-    inputs = keras.Input((5, 3))
-    _, h, _ = keras.layers.LSTM(4, return_sequences=True, return_state=True, name="lstm")(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(h))
-    x = rng.normal(size=(2, 5, 3)).astype("float32")
-
-    got = tbprobe.probe_model(model, layers=["lstm"])(x)
-    assert list(got) == ["lstm/0", "lstm/1", "lstm/2"]
-    want = model.get_layer("lstm")(x)
-    for tag, expected in zip(got, want, strict=True):
-        assert_close(got[tag], expected)
-    assert got["lstm/0"].shape == (2, 5, 4)
-
-
-def test_shared_layer_gets_one_tag_per_call(rng):
-    """Keras's `.output` silently returns the first call only; tbprobe gives each call."""
-    shared = keras.layers.Dense(4, activation="tanh", name="shared")
-    inputs = keras.Input((4,))
-    first = shared(inputs)
-    second = shared(keras.layers.Dense(4, name="mid")(first))
-    model = keras.Model(inputs, second)
-    x = rng.normal(size=(3, 4)).astype("float32")
-
-    got = tbprobe.probe_model(model)(x)
-    assert list(got) == ["shared/call_0", "mid", "shared/call_1"]
-    one, _, two = chain([shared, model.get_layer("mid"), shared], x)
-    assert_close(got["shared/call_0"], one)
-    assert_close(got["shared/call_1"], two)
-    assert not np.allclose(one, two)
-
-
-class Subclassed(keras.Model):
-    def __init__(self):
-        super().__init__(name="subnet")
-        self.conv = keras.layers.Conv2D(3, 3, activation="relu", name="conv")
-        self.blocks = [keras.layers.Dense(4, name="block_0"), keras.layers.Dense(4, name="block_1")]
-        self.pool = keras.layers.GlobalAveragePooling2D(name="gap")
-        self.head = keras.layers.Dense(2, name="head")
-
-    def call(self, x, training=False):
-        h = self.pool(self.conv(x))
-        for block in self.blocks:
-            h = keras.activations.relu(block(h))
-        return self.head(h)
-
-
-def test_subclassed_model(image_batch):
-    model = Subclassed()
-    model(image_batch[:1])
-    got = tbprobe.probe_model(model)(image_batch)
-    assert list(got) == ["conv", "gap", "block_0", "block_1", "head"]
-    conv = model.conv(image_batch)
-    gap = model.pool(conv)
-    b0 = model.blocks[0](gap)
-    b1 = model.blocks[1](keras.activations.relu(b0))
-    assert_close(got["conv"], conv)
-    assert_close(got["gap"], gap)
-    assert_close(got["block_0"], b0)
-    assert_close(got["block_1"], b1)
-    assert_close(got["head"], model(image_batch))
-    # The model is untouched outside the probe call: no instance attribute left behind.
-    assert all("call" not in vars(layer) for layer in model.layers)
-
-
-def test_subclassed_without_recorded_shape_needs_a_sample(image_batch):
-    model = Subclassed()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "`build\\(\\)` was called on layer 'subnet'")
-        model.build((None, 8, 8, 3))
-    assert tbprobe.select_layers(model)[0].tag == "conv"
-    model._build_shapes_dict = None  # as after a custom build() that records nothing
-    with pytest.raises(ValueError, match="Pass sample="):
-        tbprobe.select_layers(model)
-    outs = tbprobe.select_layers(model, sample=image_batch)
-    assert outs[0].shape == (4, 6, 6, 3)
-
-
-def test_probe_tracks_weights_and_leaves_model_usable(tiny_cnn, image_batch, tmp_path):
-    model = keras.models.clone_model(tiny_cnn)
-    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
-    before = np.asarray(model(image_batch))
-    probe = tbprobe.probe_model(model, layers=["dense", "out"])
-    probed = probe(image_batch)
-    assert_close(model(image_batch), before)
-
-    model.fit(image_batch, np.ones((4, 3), "float32"), epochs=2, verbose=0)
-    after = np.asarray(model(image_batch))
-    assert not np.allclose(after, before)
-    assert_close(probe(image_batch)["out"], after)
-    assert not np.allclose(probe(image_batch)["dense"], probed["dense"])
-
-    model.save(tmp_path / "m.keras")
-    restored = keras.models.load_model(tmp_path / "m.keras")
-    assert_close(restored(image_batch), after)
-
-
-def test_probe_model_is_usable_with_predict(tiny_cnn, image_batch):
-    got = tbprobe.probe_model(tiny_cnn, layers=["conv2"]).predict(image_batch, verbose=0)
-    assert list(got) == ["conv2"]
-    assert got["conv2"].shape == (4, 4, 4, 6)
-
-
-class ArgMax(keras.layers.Layer):
-    def call(self, x):
-        return keras.ops.argmax(x, axis=-1)
+METRICS = {
+    "activations": "histograms",
+    "sparsity": "scalars",
+    "dead_units": "scalars",
+    "mean": "scalars",
+    "std": "scalars",
+    "nonfinite": "scalars",
+    "mean_minus_std": "scalars",
+    "mean_plus_std": "scalars",
+}
 
 
 @pytest.fixture(scope="module")
-def int_output_model() -> keras.Model:
-    inputs = keras.Input((4,))
-    h = keras.layers.Dense(3, name="dense")(inputs)
-    return keras.Model(inputs, [h, ArgMax(name="argmax")(h)])
+def logged_run(tiny_cnn, image_batch, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    probe = tbprobe.Probe(tiny_cnn, run, sample=image_batch, buckets=12)
+    assert probe.log(0) and probe.log(5)
+    probe.close()
+    return run, probe
 
 
-def test_non_float_output_skipped_with_one_warning(int_output_model):
-    with pytest.warns(UserWarning, match=r"skips 1 output.*argmax \(output dtype is int(32|64)"):
-        outs = tbprobe.select_layers(int_output_model)
-    assert [o.tag for o in outs] == ["dense"]
+def test_exact_tags_and_plugins(logged_run):
+    run, _ = logged_run
+    events = read_events(run / "probe")
+    expected = {"tbprobe/manifest": "text", "custom_scalars__config__": "custom_scalars"}
+    for tag in ["conv1", "pool", "conv2", "flatten", "dense", "out"]:
+        expected.update({f"{tag}/{metric}": plugin for metric, plugin in METRICS.items()})
+    for tag in ["conv1", "pool", "conv2"]:
+        expected[f"{tag}/feature_maps"] = "images"
+    for tag in ["flatten", "dense", "out"]:
+        expected[f"{tag}/heatmap"] = "images"
+    assert {tag: e["plugin"] for tag, e in events.items()} == expected
+    assert events["conv1/sparsity"]["steps"] == [0, 5]
+    assert events["tbprobe/manifest"]["steps"] == [0]
 
 
-def test_non_float_output_named_explicitly_is_an_error(int_output_model):
-    with pytest.raises(ValueError, match=r"'argmax' was selected explicitly.*int(32|64)"):
-        tbprobe.probe_model(int_output_model, layers=["argmax"])
+def test_values_match_numpy(logged_run, tiny_cnn, image_batch):
+    run, probe = logged_run
+    events = read_events(run / "probe")
+    activations = tbprobe.probe_model(tiny_cnn)(image_batch)
+    for tag, x in activations.items():
+        want = layer_statistics_numpy(np.asarray(x), buckets=12)
+        for name in ("sparsity", "dead_units", "mean", "std", "nonfinite"):
+            got = events[f"{tag}/{name}"]["values"][-1]
+            np.testing.assert_allclose(
+                got, want[name], rtol=1e-5, atol=1e-6, err_msg=f"{tag}/{name}"
+            )
+            assert probe.stats()[tag][name] == pytest.approx(want[name], rel=1e-5, abs=1e-6)
+        histogram = events[f"{tag}/activations"]["values"][-1]
+        assert histogram.shape == (12, 3)
+        np.testing.assert_array_equal(histogram[:, 2], want["histogram"][:, 2])
+        np.testing.assert_allclose(histogram[:, :2], want["histogram"][:, :2], rtol=1e-6)
+        mean, std = want["mean"], want["std"]
+        np.testing.assert_allclose(
+            events[f"{tag}/mean_plus_std"]["values"][-1], mean + std, rtol=1e-5, atol=1e-6
+        )
 
 
-def test_unbuilt_model_is_an_error():
-    model = keras.Sequential([keras.layers.Dense(2)])
-    with pytest.raises(ValueError, match=r"not built yet.*model\.build"):
-        tbprobe.probe_model(model)
+def test_feature_map_image_size_and_range(logged_run):
+    run, _ = logged_run
+    events = read_events(run / "probe")
+    width, height, png = events["conv1/feature_maps"]["values"][-1]
+    image = tf.io.decode_png(png).numpy()
+    # 4 channels of 8x8 -> 2x2 grid, tiles enlarged 7x (to >= 128 px), 1-px separators.
+    assert image.shape == (113, 113, 3)
+    assert (int(width), int(height)) == (113, 113)
+    assert image.dtype == np.uint8
+    separator = image[56, :, :]
+    assert (separator == 255).all()
+    # A palette PNG of the viridis colors: each channel spans the colormap from end to end.
+    palette = colormap_palette("viridis")
+    colors = {tuple(c) for c in image.reshape(-1, 3)}
+    assert colors <= {tuple(c) for c in palette}
+    assert tuple(palette[0]) in colors and tuple(palette[254]) in colors
 
 
-def test_not_a_model_is_a_type_error():
-    with pytest.raises(TypeError, match=r"Expected a keras\.Model"):
-        tbprobe.probe_model(keras.layers.Dense(2))
+def test_grayscale_tiles_are_normalized_per_channel(tiny_cnn, image_batch, tmp_path):
+    probe = tbprobe.Probe(tiny_cnn, tmp_path, sample=image_batch, layers=["conv1"], cmap=None)
+    probe.log(0)
+    probe.close()
+    _, _, png = read_events(tmp_path / "probe")["conv1/feature_maps"]["values"][0]
+    image = tf.io.decode_png(png).numpy()[..., 0]
+    conv1 = np.asarray(tiny_cnn.get_layer("conv1")(image_batch[:1]))[0]
+    for channel in range(4):
+        row, column = divmod(channel, 2)
+        tile = image[row * 57 : row * 57 + 56, column * 57 : column * 57 + 56]
+        if np.ptp(conv1[..., channel]) > 0:
+            assert tile.min() == 0 and tile.max() == 254  # 255 marks separators
+        else:
+            assert (tile == 0).all()
+        # The brightest pixel of the tile is where the channel is largest.
+        r, c = np.unravel_index(np.argmax(conv1[..., channel]), (8, 8))
+        assert tile[r * 7, c * 7] == tile.max()
 
 
-def test_unknown_layer_name(tiny_cnn):
-    with pytest.raises(ValueError, match=r"'conv3'.*'conv1'.*select_layers"):
-        tbprobe.probe_model(tiny_cnn, layers=["conv3"])
+def test_nan_activations_are_counted_not_crashing(tiny_cnn, image_batch, tmp_path):
+    sample = image_batch.copy()
+    sample[0, 0, 0, 0] = np.nan
+    probe = tbprobe.Probe(tiny_cnn, tmp_path, sample=sample)
+    assert probe.log(0)
+    probe.close()
+    events = read_events(tmp_path / "probe")
+    activations = tbprobe.probe_model(tiny_cnn)(sample)
+    assert events["conv1/nonfinite"]["values"][0] > 0
+    for tag, x in activations.items():
+        finite = np.isfinite(np.asarray(x))
+        assert events[f"{tag}/nonfinite"]["values"][0] == pytest.approx(1 - finite.mean())
+        assert events[f"{tag}/activations"]["values"][0][:, 2].sum() == finite.sum()
+        assert np.isfinite(events[f"{tag}/mean"]["values"][0])
 
 
-def test_sample_of_wrong_shape_is_explained(tiny_cnn):
-    with pytest.raises(
-        ValueError, match=r"(?s)Could not run model 'tiny_cnn'.*\(2, 5\).*\(None, 8, 8, 3\)"
-    ):
-        tbprobe.select_layers(tiny_cnn, sample=np.zeros((2, 5), "float32"))
+def test_channels_first_outputs(tmp_path):
+    inputs = keras.Input((3, 5, 5))
+    padded = keras.layers.ZeroPadding2D(1, data_format="channels_first", name="pad")(inputs)
+    model = keras.Model(inputs, padded)
+    sample = np.ones((2, 3, 5, 5), "float32")
+    sample[:, 1] = 0.0  # channel 1 is dead
+    probe = tbprobe.Probe(model, tmp_path, sample=sample, cmap=None)
+    assert probe.stats()["pad"]["dead_units"] == pytest.approx(1 / 3)
+    probe.log(0)
+    probe.close()
+    _, _, png = read_events(tmp_path / "probe")["pad/feature_maps"]["values"][0]
+    # 3 channels of 7x7 -> 2x2 grid (one blank tile) of 15 px, tiles enlarged 8x: 2 * 57 - 1.
+    image = tf.io.decode_png(png).numpy()
+    assert image.shape == (113, 113, 1)
+    assert (image[57:, 57:] == 255).all()  # the blank tile
 
 
-@pytest.mark.slow
+def test_mixed_precision_outputs(image_batch, tmp_path):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inputs = keras.Input((8, 8, 3))
+        x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(2, name="head", dtype="float32")(x))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    probe = tbprobe.Probe(model, tmp_path, sample=image_batch)
+    assert [(o.tag, o.dtype) for o in probe.outputs] == [("conv", "float16"), ("head", "float32")]
+    assert probe.log(0)
+    conv = np.asarray(model.get_layer("conv")(image_batch)).astype("float32")
+    assert probe.stats()["conv"]["mean"] == pytest.approx(conv.mean(), rel=1e-3)
+
+
+def test_nothing_on_disk_until_first_log_and_every(tiny_cnn, image_batch, tmp_path):
+    run = tmp_path / "run"
+    probe = tbprobe.Probe(tiny_cnn, run, sample=image_batch, every=3, layers=["dense"])
+    assert not run.exists()
+    assert probe.log(1) is False
+    assert not run.exists()
+    assert probe.log(tf.Variable(3, dtype=tf.int64)) is True
+    # Flushed at once: readable before close.
+    assert read_events(run / "probe")["dense/mean"]["steps"] == [3]
+    probe.log(6)
+    assert probe._compute.experimental_get_tracing_count() == 1
+    probe.close()
+    # A closed probe appends to the run in a new event file.
+    probe.log(9)
+    probe.close()
+    assert len(list((run / "probe").glob("events.out.tfevents.*"))) == 2
+    assert read_events(run / "probe")["dense/mean"]["steps"] == [3, 6, 9]
+
+
+def test_other_gating_cannot_silence_it(tiny_cnn, image_batch, tmp_path):
+    probe = tbprobe.Probe(tiny_cnn, tmp_path, sample=image_batch, layers=["out"])
+    with probe, tf.summary.record_if(False):
+        assert probe.log(0)
+    assert read_events(tmp_path / "probe")["out/std"]["steps"] == [0]
+
+
+def test_dataset_sample_takes_first_batch_inputs(tiny_cnn, image_batch, tmp_path):
+    dataset = tf.data.Dataset.from_tensor_slices((image_batch, np.zeros(4))).batch(3)
+    probe = tbprobe.Probe(tiny_cnn, tmp_path, sample=dataset, layers=["out"])
+    np.testing.assert_array_equal(probe.sample.numpy(), image_batch[:3])
+
+
+def test_manifest_lists_outputs(logged_run):
+    run, _ = logged_run
+    manifest = read_events(run / "probe")["tbprobe/manifest"]["values"][0].item().decode()
+    assert "| `conv1` | Conv2D | (4, 8, 8, 4) | float32 | `conv1/feature_maps` |" in manifest
+    assert "| `flatten` | Flatten | (4, 96) | float32 | `flatten/heatmap` |" in manifest
+
+
+def test_custom_scalars_layout(logged_run):
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    run, _ = logged_run
+    raw = read_events(run / "probe")["custom_scalars__config__"]["values"][0].item()
+    layout = layout_pb2.Layout.FromString(raw)
+    overview, margins = layout.category
+    assert [chart.title for chart in overview.chart] == [
+        "sparsity",
+        "dead_units",
+        "mean",
+        "std",
+        "nonfinite",
+    ]
+    assert overview.chart[1].multiline.tag == [".*/dead_units$"]
+    assert margins.chart[0].margin.series[0].upper == "conv1/mean_plus_std"
+    assert len(margins.chart) == 6
+
+
 @pytest.mark.parametrize(
-    ("factory", "size"),
-    [(keras.applications.ResNet50, 64), (keras.applications.MobileNetV2, 96)],
+    ("kwargs", "message"),
+    [
+        ({"every": 0}, r"every=0\. Expected a positive integer"),
+        ({"every": -2}, r"every=-2"),
+        ({"every": 1.5}, r"every=1\.5"),
+        ({"buckets": 0}, r"buckets=0"),
+        ({"max_channels": True}, r"max_channels=True"),
+        ({"zero_tol": -1}, r"zero_tol=-1"),
+        ({"cmap": "no-such-map"}, r"cmap='no-such-map'.*viridis"),
+        ({"cmap": 3}, r"cmap=3"),
+    ],
 )
-def test_keras_applications_all_layers(factory, size):
-    model = factory(weights=None, input_shape=(size, size, 3), classes=10)
-    x = np.random.default_rng(2).normal(size=(2, size, size, 3)).astype("float32")
-    got = tbprobe.probe_model(model)(x)
-    layer_names = [layer.name for layer in model.layers[1:]]
-    assert sorted(got) == sorted(layer_names)
-    reference = keras.Model(model.input, [model.get_layer(n).output for n in layer_names[::7]])
-    for name, want in zip(layer_names[::7], reference(x, training=False), strict=True):
-        np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-4)
-    assert_close(got[layer_names[-1]], model(x, training=False))
+def test_bad_arguments(tiny_cnn, image_batch, tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tbprobe.Probe(tiny_cnn, tmp_path / "run", sample=image_batch, **kwargs)
+    assert not (tmp_path / "run").exists()
 
 
-def test_run_consuming_hands_over_each_output_as_made(tiny_cnn, image_batch):
-    import tensorflow as tf
+def test_bad_sample_and_log_dir(tiny_cnn, image_batch, tmp_path):
+    with pytest.raises(ValueError, match="Missing argument `sample`"):
+        tbprobe.Probe(tiny_cnn, tmp_path, sample=None)
+    with pytest.raises(ValueError, match=r"(?s)shape=\(2, 8, 8\).*shape=\(None, 8, 8, 3\)"):
+        tbprobe.Probe(tiny_cnn, tmp_path, sample=np.zeros((2, 8, 8), "float32"))
+    with pytest.raises(ValueError, match="at least one sample"):
+        tbprobe.Probe(tiny_cnn, tmp_path, sample=image_batch[:0])
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match=r"file\.txt' exists and is not a directory"):
+        tbprobe.Probe(tiny_cnn, blocker / "run", sample=image_batch)
 
-    probe = tbprobe.probe_model(tiny_cnn)
 
-    @tf.function
-    def sums(x):
-        consumed = {}
+def test_bad_step(tiny_cnn, image_batch, tmp_path):
+    probe = tbprobe.Probe(tiny_cnn, tmp_path, sample=image_batch, layers=["out"])
+    for bad in (1.5, -1, "3", True):
+        with pytest.raises(TypeError, match="Invalid step"):
+            probe.log(bad)
 
-        def consume(tag, tensor):
-            consumed[tag] = tf.reduce_sum(tensor)
-            return [consumed[tag]]
 
-        probe.run_consuming(x, consume)
-        return consumed
-
-    got = sums(image_batch)
-    assert list(got) == [out.tag for out in probe.probed_outputs]
-    for tag, tensor in probe(image_batch).items():
-        np.testing.assert_allclose(got[tag], np.sum(tensor), rtol=1e-5)
+def test_any_gfile_path(tiny_cnn, image_batch, tmp_path):
+    """Logging goes through tf.io.gfile only: TensorFlow's in-memory ram:// filesystem works."""
+    run = f"ram://tbprobe-test-{tmp_path.name}"
+    with tbprobe.Probe(tiny_cnn, run, sample=image_batch, layers=["dense"]) as probe:
+        assert probe.log(7)
+    (event_file,) = tf.io.gfile.glob(f"{run}/probe/events.out.tfevents.*")
+    local = tmp_path / "probe" / "events.out.tfevents.copy"
+    local.parent.mkdir()
+    local.write_bytes(tf.io.gfile.GFile(event_file, "rb").read())
+    assert read_events(local.parent)["dense/mean"]["steps"] == [7]
