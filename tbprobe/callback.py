@@ -11,18 +11,18 @@ Keras 3 dispatches batches asynchronously unless a callback overrides a batch-le
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterable
 from typing import Any
 
 import keras
 
-from tbprobe.options import LogOptions, positive_int
+from tbprobe.options import LogOptions, document_options, positive_int
 from tbprobe.probe import Probe, check_writable, first_batch
 from tbprobe.selection import LayerSpec
 
 
+@document_options
 class ProbeCallback(keras.callbacks.Callback):
     """Logs what every layer of the model does, at the end of epochs or every N batches.
 
@@ -38,13 +38,13 @@ class ProbeCallback(keras.callbacks.Callback):
             a little speed even between logs.
         log_on_train_begin: also log when training starts, so that the charts begin with the
             initial state (skipped when that step was logged already, e.g. by an earlier fit).
-        **probe_options: `LogOptions` fields: `buckets`, `max_channels`, `max_samples`, `cmap`,
-            `zero_tol`, `images`, `max_image_side`, `histogram_sample`.
+        **options: how each output is logged, as for `tbprobe.Probe`:
+            {options}
 
     Raises:
         ValueError: a bad argument, at construction; a sample that does not fit the model, when
             the callback is given the model (`set_model`, at the start of `fit`).
-        TypeError: an unknown probe option.
+        TypeError: an unknown option (the message names the closest valid one).
 
     Example:
         >>> model.fit(x, y, epochs=5,
@@ -59,7 +59,7 @@ class ProbeCallback(keras.callbacks.Callback):
         every_n_epochs: int = 1,
         every_n_batches: int | None = None,
         log_on_train_begin: bool = True,
-        **probe_options: Any,
+        **options: Any,
     ):
         super().__init__()
         self.log_dir = os.fspath(log_dir)
@@ -67,7 +67,8 @@ class ProbeCallback(keras.callbacks.Callback):
         self.every_n_batches = (
             None if every_n_batches is None else positive_int("every_n_batches", every_n_batches)
         )
-        self.options = LogOptions.from_kwargs(**probe_options)
+        LogOptions.from_kwargs(**options)  # an error now, not when fit starts
+        self.options = options
         self.sample = first_batch(sample)
         self.layers = layers
         self.log_on_train_begin = bool(log_on_train_begin)
@@ -129,5 +130,5 @@ class ProbeCallback(keras.callbacks.Callback):
             self.log_dir,
             self.sample,
             layers=self.layers,
-            **dataclasses.asdict(self.options),
+            **self.options,
         )

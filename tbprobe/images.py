@@ -1,19 +1,22 @@
-"""Images of activations: feature-map grids (rank 4) and heatmaps (rank 2 and 3), as uint8.
+"""Images of activations: feature-map grids (rank 4) and heatmaps (rank 2 and 3), as PNG.
 
-`feature_map_grid` tiles, for each shown sample, the first `max_channels` channels of a
+A feature-map grid tiles, for each shown sample, the first `max_channels` channels of a
 `[batch, height, width, channels]` output in a near-square grid with 1-pixel separators. Each
 channel is min-max normalized on its own (a constant channel becomes 0, never NaN; non-finite
-pixels become 0) to a palette index 0..254; 255 marks separators and blank tiles. `heatmap`
+pixels become 0) to a palette index 0..254; 255 marks separators and blank tiles. A heatmap
 shows a rank-2 output as one image of samples x units, and a rank-3 output as one image of
 time x features per shown sample, each normalized over the whole image.
 
-Sizes: `tf.summary.image` stores PNGs at full size, so the longer side is capped at `max_side`
-(area downsampling); tiny images are enlarged by an integer factor (nearest neighbour) so that
-TensorBoard shows them at a visible size. All shapes are static, so the result traces once.
+The work is split where it is cheapest. On the device, inside the compiled log step, each
+shown map is normalized and shrunk (`feature_map_tiles`, `heatmap`): few ops per output, and
+only a small uint8 array leaves the device. On the host, numpy enlarges tiny images by an
+integer factor (nearest neighbour) so that TensorBoard shows them at a visible size, arranges
+the grid (`feature_map_grid`, `enlarge_heatmap`) and zlib writes the PNG (`image_strings`).
 
-Images stay palette indices (one byte a pixel) until PNG encoding, where `colormap_palette` gives
-the colors (see `encode_png_images`): a third of the bytes of RGB to filter and
-compress, which is most of the cost of an image.
+Sizes: `tf.summary.image` stores PNGs at full size, so the longer side is capped at `max_side`
+(area downsampling). Images stay palette indices (one byte a pixel) until PNG encoding, where
+`colormap_palette` gives the colors: a third of the bytes of RGB to compress, which is most of
+the cost of an image.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tbprobe.options import DEFAULT_MAX_IMAGE_SIDE
+from tbprobe.options import DEFAULT_MAX_IMAGE_SIDE, check_cmap
 from tbprobe.tags import FEATURE_MAPS, HEATMAP
 
 MIN_SIDE = 128
@@ -41,30 +44,24 @@ def colormap_palette(cmap: str | None) -> np.ndarray | None:
     Raises:
         ValueError: `cmap` is not a matplotlib colormap name.
     """
+    check_cmap(cmap)
     if cmap is None:
         return None
     import matplotlib
 
-    try:
-        colormap = matplotlib.colormaps[cmap]
-    except KeyError:
-        raise ValueError(
-            f"Invalid value for argument `cmap`. Received: cmap={cmap!r}. Expected a matplotlib "
-            "colormap name such as 'viridis', 'magma', 'coolwarm' or 'gray' (all names: "
-            "list(matplotlib.colormaps)), or None for grayscale."
-        ) from None
+    colormap = matplotlib.colormaps[cmap]
     colors = np.round(colormap(np.linspace(0.0, 1.0, SEPARATOR))[:, :3] * 255).astype(np.uint8)
     return np.concatenate([colors, np.full((1, 3), 255, np.uint8)])
 
 
-def feature_map_grid(
+def feature_map_tiles(
     x: tf.Tensor,
     max_channels: int = 32,
     max_samples: int = 1,
     channels_first: bool = False,
     max_side: int = DEFAULT_MAX_IMAGE_SIDE,
 ) -> tf.Tensor:
-    """Channel grids of a rank-4 activation.
+    """The device's part of a feature-map grid: each shown channel normalized and shrunk.
 
     Args:
         x: `[batch, height, width, channels]` float tensor (`[batch, channels, height, width]`
@@ -72,32 +69,51 @@ def feature_map_grid(
         max_channels: channels shown per sample (the first ones).
         max_samples: samples shown (the first ones); one image each.
         channels_first: whether `x` is channels-first.
-        max_side: cap on the longer image side, in pixels.
+        max_side: cap on the longer side of the grid, in pixels.
 
     Returns:
-        uint8 palette indices `[min(batch, max_samples), H, W]`.
+        uint8 palette indices `[min(batch, max_samples), tile_h, tile_w, shown channels]`, the
+        tiles at their final size or smaller by an integer factor (`feature_map_grid` enlarges
+        and arranges them on the host).
     """
     if channels_first:
         x = tf.transpose(x, [0, 2, 3, 1])
     height, width, channels = (int(d) for d in x.shape[1:])
     shown = min(channels, max_channels)
-    columns = math.ceil(math.sqrt(shown))
-    rows = math.ceil(shown / columns)
-    tile_h, tile_w = _fit(height, width, rows, columns, max_side)
-
-    maps = tf.cast(x[:max_samples, :, :, :shown], tf.float32)
-    maps = _normalize(maps, axes=[1, 2])
+    rows, columns = _grid_shape(shown)
+    tile_h, tile_w, _ = _fit(height, width, rows, columns, max_side)
+    maps = (
+        x
+        if (int(x.shape[0]) <= max_samples and shown == channels)
+        else x[:max_samples, :, :, :shown]
+    )
+    maps = _normalize(tf.cast(maps, tf.float32), axes=[1, 2])
     if (tile_h, tile_w) != (height, width):
         maps = tf.image.resize(maps, [tile_h, tile_w], method="area")
-    # [k, h, w, c] -> [k, c, h, w] tiles, padded to rows * columns with blank tiles.
-    tiles = tf.transpose(_to_index(maps), [0, 3, 1, 2])
-    tiles = tf.pad(
-        tiles, [[0, 0], [0, rows * columns - shown], [0, 1], [0, 1]], constant_values=SEPARATOR
-    )
-    grid = tf.reshape(tiles, [-1, rows, columns, tile_h + 1, tile_w + 1])
-    grid = tf.transpose(grid, [0, 1, 3, 2, 4])
-    grid = tf.reshape(grid, [-1, rows * (tile_h + 1), columns * (tile_w + 1)])
-    return grid[:, :-1, :-1]
+    return _to_index(maps)
+
+
+def feature_map_grid(tiles: np.ndarray, max_side: int = DEFAULT_MAX_IMAGE_SIDE) -> np.ndarray:
+    """Arrange `feature_map_tiles` in a near-square grid per sample, on the host.
+
+    Args:
+        tiles: uint8 `[k, tile_h, tile_w, channels]`.
+        max_side: the cap `feature_map_tiles` was given (tiny grids are enlarged to `MIN_SIDE`).
+
+    Returns:
+        uint8 palette indices `[k, H, W]`, tiles separated by 1-pixel `SEPARATOR` lines.
+    """
+    count, height, width, shown = tiles.shape
+    rows, columns = _grid_shape(shown)
+    grow = _fit(height, width, rows, columns, max_side)[2]
+    tiles = _enlarge(tiles, grow, grow)
+    height, width = height * grow, width * grow
+    grid = np.full((count, rows * (height + 1) - 1, columns * (width + 1) - 1), SEPARATOR, np.uint8)
+    for channel in range(shown):
+        row, column = divmod(channel, columns)
+        top, left = row * (height + 1), column * (width + 1)
+        grid[:, top : top + height, left : left + width] = tiles[..., channel]
+    return grid
 
 
 def heatmap(
@@ -105,7 +121,7 @@ def heatmap(
     max_samples: int = 1,
     max_side: int = DEFAULT_MAX_IMAGE_SIDE,
 ) -> tf.Tensor:
-    """Heatmap images of a rank-2 or rank-3 activation.
+    """The device's part of the heatmap of a rank-2 or rank-3 activation.
 
     Args:
         x: `[batch, units]` float tensor, shown as one image of every sample (rows) by units
@@ -115,7 +131,8 @@ def heatmap(
         max_side: cap on each image side, in pixels.
 
     Returns:
-        uint8 palette indices `[k, H, W]`.
+        uint8 palette indices `[k, H, W]`, at their final size or smaller by an integer factor
+        per axis (`enlarge_heatmap` finishes them on the host).
     """
     images = x[tf.newaxis] if x.shape.rank == 2 else x[:max_samples]
     images = _normalize(tf.cast(images, tf.float32)[..., tf.newaxis], axes=[1, 2])
@@ -127,14 +144,38 @@ def heatmap(
     return _to_index(images)[..., 0]
 
 
-def _fit(height: int, width: int, rows: int, columns: int, max_side: int) -> tuple[int, int]:
-    """Tile size so that the whole grid's longer side is within [MIN_SIDE, max_side] if possible."""
+def enlarge_heatmap(images: np.ndarray, max_side: int = DEFAULT_MAX_IMAGE_SIDE) -> np.ndarray:
+    """Enlarge tiny `heatmap` images to a visible size (nearest neighbour), on the host."""
+    _, height, width = images.shape
+    return _enlarge(
+        images[..., np.newaxis],
+        _fit(height, 1, 1, 1, max_side)[2],
+        _fit(1, width, 1, 1, max_side)[2],
+    )[..., 0]
+
+
+def _grid_shape(shown: int) -> tuple[int, int]:
+    columns = math.ceil(math.sqrt(shown))
+    return math.ceil(shown / columns), columns
+
+
+def _enlarge(images: np.ndarray, grow_h: int, grow_w: int) -> np.ndarray:
+    """`[k, h, w, c]` images with each pixel repeated `grow_h` x `grow_w` times."""
+    if grow_h > 1:
+        images = images.repeat(grow_h, axis=1)
+    if grow_w > 1:
+        images = images.repeat(grow_w, axis=2)
+    return images
+
+
+def _fit(height: int, width: int, rows: int, columns: int, max_side: int) -> tuple[int, int, int]:
+    """`(tile_h, tile_w, grow)`: tiles shrunk so that the grid's longer side is at most
+    `max_side`, or left as they are and to be enlarged `grow` times to reach `MIN_SIDE`."""
     side = max(rows * (height + 1) - 1, columns * (width + 1) - 1)
     if side > max_side:
         shrink = math.ceil(side / max_side)
-        return max(1, math.ceil(height / shrink)), max(1, math.ceil(width / shrink))
-    grow = max(1, MIN_SIDE // max(side, 1))
-    return height * grow, width * grow
+        return max(1, math.ceil(height / shrink)), max(1, math.ceil(width / shrink)), 1
+    return height, width, max(1, MIN_SIDE // max(side, 1))
 
 
 def _normalize(maps: tf.Tensor, axes: list[int]) -> tf.Tensor:
@@ -162,34 +203,37 @@ def describe_image(shape: tuple[Any, ...]) -> str | None:
     return None
 
 
-def encode_png_images(indices: tf.Tensor, palette: np.ndarray | None) -> tf.Tensor:
-    """Palette-index images -> the image plugin's `[width, height, png_0, ...]` strings, in-graph.
+def image_strings(images: np.ndarray, palette: np.ndarray | None) -> list[bytes]:
+    """Palette-index images -> the image plugin's `[width, height, png_0, ...]` strings.
 
     Args:
-        indices: `[k, h, w]` uint8 tensor with a static shape.
+        images: uint8 `[k, h, w]` palette indices.
         palette: `[256, 3]` uint8 RGB colors of the indices, or None for grayscale PNGs.
-
-    Returns:
-        A string vector: width, height, then one PNG per image.
     """
-    count, height, width = (int(d) for d in indices.shape)
-    # Compression level 1: several times faster than the default, files a little larger.
-    pngs = [tf.image.encode_png(indices[i, :, :, tf.newaxis], compression=1) for i in range(count)]
+    count, height, width = images.shape
+    return [str(width).encode(), str(height).encode()] + [
+        encode_png(images[i], palette) for i in range(count)
+    ]
+
+
+def encode_png(image: np.ndarray, palette: np.ndarray | None) -> bytes:
+    """An 8-bit palette PNG (grayscale when `palette` is None) of uint8 `[h, w]` indices.
+
+    Rows carry PNG filter 0 and go through zlib at level 1: several times faster than the
+    default level, files a little larger. zlib releases the GIL, and the image is one byte a
+    pixel, a third of RGB's bytes to compress.
+    """
+    height, width = image.shape
+    scanlines = np.zeros((height, width + 1), np.uint8)
+    scanlines[:, 1:] = image
+    color_type = 0 if palette is None else 3
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    chunks = [_png_chunk(b"IHDR", header)]
     if palette is not None:
-        header = tf.constant(_palette_png_header(width, height, palette))
-        pngs = [tf.strings.join([header, tf.strings.substr(png, 33, -1)]) for png in pngs]
-    return tf.stack([tf.constant(str(width)), tf.constant(str(height)), *pngs])
-
-
-def _palette_png_header(width: int, height: int, palette: np.ndarray) -> bytes:
-    """PNG signature, IHDR of an 8-bit palette image, and PLTE chunk.
-
-    An 8-bit grayscale PNG and an 8-bit palette PNG store identical IDAT bytes (one byte a
-    pixel), so swapping the grayscale PNG's first 33 bytes (signature and IHDR) for these turns
-    it into a colored image, with TensorFlow's encoder doing all the compression work.
-    """
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"PLTE", palette.tobytes())
+        chunks.append(_png_chunk(b"PLTE", palette.tobytes()))
+    chunks.append(_png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 1)))
+    chunks.append(_png_chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -1,26 +1,23 @@
 """`Probe`: logs the probed activations of a model to TensorBoard, one compiled call per log step.
 
-A log step runs one `tf.function`, traced once per `Probe`: the probe model's forward pass on
-the fixed sample, then, per probed output, the reductions of `tbprobe.stats` (histogram counts
-and health scalars) and the PNG-encoded image of `tbprobe.images`. Only these small results
-leave the graph: one `[outputs, fields]` matrix and the PNG strings. On the host they become
-one `Summary` protobuf written as one event (`tbprobe.summaries`), inside
-`tf.summary.record_if(True)` so that another callback's gating (Keras's TensorBoard
-`update_freq`) cannot drop it. When some output holds NaN, Inf or huge values, a second
-compiled function (traced on first need) recomputes the reductions exactly.
+A log step runs one `tf.function`, traced once per `Probe` (twice when `images_every` > 1: with
+and without images): the probe model's forward pass on the fixed sample, during which each
+probed output, as its layer returns, is reduced (`tbprobe.stats.BatchedReductions`) and its image
+prepared (`tbprobe.plans`); then the reductions of all outputs finish together. Only small
+results leave the graph: one `[outputs, fields]` matrix and small uint8 images. On the host the
+images become PNGs and everything one `Summary` protobuf written as one event
+(`tbprobe.summaries`), inside `tf.summary.record_if(True)` so that another callback's gating
+(Keras's TensorBoard `update_freq`) cannot drop it. When some output holds NaN, Inf or huge
+values, a second compiled function (traced on first need) recomputes its reductions exactly.
 
-Events go to `<log_dir>/probe`, flushed after every log step. Tags, per probed output `<tag>`:
-`<tag>/activations` (histogram), `<tag>/sparsity`, `<tag>/dead_units`, `<tag>/mean`, `<tag>/std`,
-`<tag>/nonfinite`, `<tag>/mean_minus_std`, `<tag>/mean_plus_std` (scalars), `<tag>/feature_maps`
-(rank-4 outputs) or `<tag>/heatmap` (rank-2 and rank-3 outputs) images; once per `Probe`, the
-text `tbprobe/manifest` and a custom-scalars layout.
+Events go to `<log_dir>/probe`, flushed after every log step; the tags are listed in
+`tbprobe.tags` and the README.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -28,36 +25,25 @@ import numpy as np
 import tensorflow as tf
 
 from tbprobe import summaries
-from tbprobe.images import describe_image, encode_png_images, feature_map_grid, heatmap
-from tbprobe.options import (
-    DEFAULT_BUCKETS,
-    DEFAULT_HISTOGRAM_SAMPLE,
-    DEFAULT_MAX_IMAGE_SIDE,
-    LogOptions,
-    positive_int,
-)
+from tbprobe.images import colormap_palette
+from tbprobe.options import LogOptions, document_options, positive_int
+from tbprobe.plans import OutputPlan, plan_output
 from tbprobe.probing import ProbedOutput, probe_model
 from tbprobe.selection import LayerSpec
 from tbprobe.stats import (
     FIELDS,
-    SCALAR_NAMES,
-    histogram_rows,
-    layer_reductions,
+    BatchedReductions,
+    OutputReduction,
     layer_reductions_exact,
+    unpack_rows,
 )
-from tbprobe.tags import FEATURE_MAPS, PROBE_DIR
+from tbprobe.tags import PROBE_DIR, SATURATED
+
+_EXACT = FIELDS.index("exact")
+_SATURATED = FIELDS.index(SATURATED)
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """What is computed for one probed output."""
-
-    output: ProbedOutput
-    unit_axis: int | None
-    image: str | None
-    channels_first: bool
-
-
+@document_options
 class Probe:
     """Logs per-layer activation histograms, images and health scalars of `model`.
 
@@ -68,19 +54,13 @@ class Probe:
             for multi-input models, or a `tf.data.Dataset` (its first batch, labels dropped).
         layers: `None` for every layer, or names, paths, glob patterns and layer classes.
         every: `log(step)` logs when `step % every == 0`.
-        buckets: histogram buckets per layer.
-        max_channels: feature-map channels shown per sample.
-        max_samples: samples shown in feature-map grids and rank-3 heatmaps.
-        cmap: matplotlib colormap name for images, or None for grayscale.
-        zero_tol: `abs(x) <= zero_tol` counts as zero for sparsity and dead units.
-        images: whether to log feature-map grids and heatmaps.
-        max_image_side: cap on an image's longer side, in pixels.
-        histogram_sample: most elements of one output bucketed for its histogram (a strided
-            sample, counts scaled to the total; see `tbprobe.stats`); None buckets every one.
+        **options: how each output is logged (`tbprobe.options.LogOptions`):
+            {options}
 
     Raises:
         ValueError: a bad argument, an unbuilt model, a sample the model cannot take, or a
             `log_dir` that cannot be written; all at construction.
+        TypeError: an unknown option (the message names the closest valid one).
 
     Example:
         >>> with tbprobe.Probe(model, "runs/a", sample=x_val[:16], every=100) as probe:
@@ -96,26 +76,10 @@ class Probe:
         sample: Any,
         layers: LayerSpec | Iterable[LayerSpec] | None = None,
         every: int = 1,
-        buckets: int = DEFAULT_BUCKETS,
-        max_channels: int = 32,
-        max_samples: int = 1,
-        cmap: str | None = "viridis",
-        zero_tol: float = 0.0,
-        images: bool = True,
-        max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
-        histogram_sample: int | None = DEFAULT_HISTOGRAM_SAMPLE,
+        **options: Any,
     ):
         self.every = positive_int("every", every)
-        self.options = LogOptions(
-            buckets=buckets,
-            max_channels=max_channels,
-            max_samples=max_samples,
-            cmap=cmap,
-            zero_tol=zero_tol,
-            images=images,
-            max_image_side=max_image_side,
-            histogram_sample=histogram_sample,
-        )
+        self.options = LogOptions.from_kwargs(**options)
         self.log_dir = os.fspath(log_dir)
         self.probe_dir = tf.io.gfile.join(self.log_dir, PROBE_DIR)
         check_writable(self.log_dir)
@@ -123,14 +87,17 @@ class Probe:
         self.sample = _as_tensors(first_batch(sample))
         self.probe_model = probe_model(model, layers, sample=self.sample)
         self.outputs: list[ProbedOutput] = self.probe_model.probed_outputs
-        self._plans = [self._plan(output) for output in self.outputs]
+        self._plans = [plan_output(output, self.options) for output in self.outputs]
+        self._palette = colormap_palette(self.options.cmap)
         self._writes = _writes_summaries(model)
         self._compute = tf.function(self._reduce_fast, autograph=False)
         self._compute_exact = tf.function(self._reduce_exact, autograph=False)
         self._writer: Any = None
         self._header_written = False
         self._summary = summaries.SummaryBuilder()
-        self._last: np.ndarray | None = None
+        self._image_summary = summaries.SummaryBuilder()
+        self._logs = 0
+        self._last: list[OutputReduction] | None = None
 
     def log(self, step: int | Any) -> bool:
         """Log the probe batch's activations at `step` if `step % every == 0`.
@@ -146,7 +113,11 @@ class Probe:
         step = _as_step(step)
         if step % self.every or not self._writes:
             return False
-        reductions, images = self._run()
+        with_images = self._logs % self.options.images_every == 0 and any(
+            plan.image for plan in self._plans
+        )
+        reductions, images = self._run(with_images)
+        self._logs += 1
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.probe_dir)
         if not self._header_written:
@@ -155,13 +126,19 @@ class Probe:
             header.write(self._writer, step)
             self._header_written = True
         builder = self._summary
-        for plan, row in zip(self._plans, reductions, strict=True):
-            values = dict(zip(FIELDS, row[: len(FIELDS)], strict=True))
-            rows = histogram_rows(row[len(FIELDS) :], values["low"], values["high"])
-            summaries.add_layer_values(builder, plan.output.tag, values, rows)
-            if plan.image is not None:
-                builder.images(f"{plan.output.tag}/{plan.image}", images[plan.output.tag])
-        builder.write(self._writer, step)
+        for plan, values in zip(self._plans, reductions, strict=True):
+            tag = plan.output.tag
+            summaries.add_layer_values(builder, tag, values.scalars(), values.histogram())
+            if plan.spec.bounds is not None:
+                builder.scalar(f"{tag}/{SATURATED}", values.saturated)
+        extra = []
+        if with_images:
+            for plan in self._plans:
+                if plan.image is not None:
+                    strings = plan.host_image(images[plan.output.tag], self.options, self._palette)
+                    self._image_summary.images(f"{plan.output.tag}/{plan.image}", strings)
+            extra.append(self._image_summary)
+        builder.write(self._writer, step, *extra)
         self._writer.flush()
         return True
 
@@ -172,10 +149,11 @@ class Probe:
             `{tag: {"sparsity", "dead_units", "mean", "std", "nonfinite": float}}`.
         """
         if self._last is None:
-            self._run()
+            self._run(with_images=False)
+        assert self._last is not None
         return {
-            plan.output.tag: {name: float(row[FIELDS.index(name)]) for name in SCALAR_NAMES}
-            for plan, row in zip(self._plans, self._last, strict=True)
+            plan.output.tag: values.scalars()
+            for plan, values in zip(self._plans, self._last, strict=True)
         }
 
     def close(self) -> None:
@@ -193,52 +171,47 @@ class Probe:
     def __repr__(self) -> str:
         return f"Probe({len(self.outputs)} outputs -> {self.probe_dir!r}, every={self.every})"
 
-    def _plan(self, output: ProbedOutput) -> _Plan:
-        rank = len(output.shape)
-        channels_first = getattr(output.layer, "data_format", None) == "channels_first"
-        if rank < 2:
-            unit_axis = None
-        else:
-            unit_axis = 1 if channels_first and rank >= 3 else -1
-        image = describe_image(output.shape) if self.options.images else None
-        return _Plan(output, unit_axis, image, channels_first and rank == 4)
-
-    def _manifest_row(self, plan: _Plan) -> summaries.ManifestRow:
+    def _manifest_row(self, plan: OutputPlan) -> summaries.ManifestRow:
         output = plan.output
         layer_class = type(output.layer).__name__
         return summaries.ManifestRow(
             output.tag, layer_class, output.shape, output.dtype, plan.image
         )
 
-    def _run(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Reductions `[outputs, FIELDS + buckets]` and encoded images, on the host."""
-        reductions, images = self._compute(self.sample)
-        reductions = reductions.numpy()
-        inexact = reductions[:, FIELDS.index("exact")] == 0
+    def _run(self, with_images: bool) -> tuple[list[OutputReduction], dict[str, np.ndarray]]:
+        """Every output's reductions, and the device's part of the images, on the host."""
+        matrix, images = self._compute(self.sample, with_images)
+        matrix = matrix.numpy()
+        inexact = matrix[:, _EXACT] == 0
         if inexact.any():  # NaN, Inf or huge values: the exact branch, traced on first need
-            reductions[inexact] = self._compute_exact(self.sample).numpy()[inexact]
-        self._last = reductions
-        return reductions, {tag: value.numpy() for tag, value in images.items()}
+            exact = self._compute_exact(self.sample).numpy()
+            exact[:, _SATURATED] = matrix[:, _SATURATED]  # counted on the finite elements
+            matrix[inexact] = exact[inexact]
+        self._last = unpack_rows(matrix)
+        return self._last, {tag: value.numpy() for tag, value in images.items()}
 
-    def _reduce_fast(self, sample: Any) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    def _reduce_fast(
+        self, sample: Any, with_images: bool
+    ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         o = self.options
-        plans = {plan.output.tag: plan for plan in self._plans}
-        rows, images = {}, {}
+        batch = BatchedReductions(
+            [plan.spec for plan in self._plans], o.buckets, o.zero_tol, o.histogram_sample
+        )
+        index = {plan.output.tag: i for i, plan in enumerate(self._plans)}
+        images: dict[str, tf.Tensor] = {}
 
         def consume(tag: str, x: tf.Tensor) -> list[tf.Tensor]:
-            plan = plans[tag]
-            rows[tag] = layer_reductions(
-                x, o.buckets, o.zero_tol, plan.unit_axis, o.histogram_sample
-            )
-            if plan.image is None:
-                return [rows[tag]]
-            images[tag] = encode_png_images(self._image(plan, x), o.palette)
-            return [rows[tag], images[tag]]
+            plan = self._plans[index[tag]]
+            made = batch.reduce(index[tag], x)
+            if with_images and plan.image is not None:
+                images[tag] = plan.device_image(x, o)
+                made.append(images[tag])
+            return made
 
         # Each output is reduced as soon as its layer returns, and the forward pass waits for
         # it: a log step's peak memory stays near the forward pass's (see run_consuming).
         self.probe_model.run_consuming(sample, consume)
-        return tf.stack([rows[tag] for tag in plans]), images
+        return batch.finish(), images
 
     def _reduce_exact(self, sample: Any) -> tf.Tensor:
         o = self.options
@@ -246,19 +219,11 @@ class Probe:
         return tf.stack(
             [
                 layer_reductions_exact(
-                    activations[plan.output.tag], o.buckets, o.zero_tol, plan.unit_axis
+                    activations[plan.output.tag], o.buckets, o.zero_tol, plan.spec.unit_axis
                 )
                 for plan in self._plans
             ]
         )
-
-    def _image(self, plan: _Plan, x: tf.Tensor) -> tf.Tensor:
-        o = self.options
-        if plan.image == FEATURE_MAPS:
-            return feature_map_grid(
-                x, o.max_channels, o.max_samples, plan.channels_first, o.max_image_side
-            )
-        return heatmap(x, o.max_samples, o.max_image_side)
 
 
 def first_batch(sample: Any) -> Any:

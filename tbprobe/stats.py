@@ -1,4 +1,4 @@
-"""Reductions of one activation tensor: histogram buckets and health scalars.
+"""Reductions of activation tensors: histogram buckets and health scalars, many outputs at once.
 
 For a float tensor `x`, tbprobe reports:
 
@@ -11,40 +11,372 @@ For a float tensor `x`, tbprobe reports:
 * `dead_units`: fraction of units (positions along `unit_axis`) with `abs(x) <= zero_tol` at every
   sample and position; the whole tensor is one unit when `unit_axis` is None; 0 when empty;
 * `mean`, `std`: over the finite elements (population std); NaN when there is none;
-* `nonfinite`: fraction of elements that are NaN or +-Inf (0 for an empty tensor).
+* `nonfinite`: fraction of elements that are NaN or +-Inf (0 for an empty tensor);
+* `saturated`, for outputs bounded by an activation (sigmoid, tanh, softmax): fraction of
+  elements within `SATURATION_TOL` of a bound; NaN for other outputs.
 
-`layer_reductions(x)` is the fast in-graph version, with no branch and no copy of `x`: four
-full reductions (min, max, sum, sum of squares) and one zero mask whose per-unit counts come
-from a matrix product (a column reduction costs twice as much). `std` comes from one pass,
+`BatchedReductions` computes them for every probed output of a model in one compiled step. Each
+output, as its layer returns, is reduced to a few small tensors with few ops: min, max, sum and
+sum of squares; per-unit zero counts (a matrix product with a ones row, as fast as one full
+reduction, where a column reduction costs twice as much); and its histogram sample. Everything
+else (moments, exactness, dead units, bucketing, packing) runs once for all outputs at the end,
+on stacked vectors: the graph grows by about a dozen ops per output, and executing many tiny
+ops, which dominates small models, stays rare. `std` comes from one pass,
 `sqrt(E[x^2] - E[x]^2)`, accurate to about `1e-3 * |mean|` when `std` is tiny next to `|mean|`.
+
 Buckets are counted on a sample of about `histogram_sample` elements: whole positions (every
 channel) taken at a fixed stride coprime to every other dimension, so that rows, columns and
-samples are covered evenly; counts are scaled to the number of elements. Bucketing costs ~10x a
-reduction per element, so bucketing every element of every layer would cost more than the
-forward pass itself; `histogram_sample=None` does it anyway. (`tf.summary.histogram` builds an
-`n x buckets` float64 one-hot instead: 48x a ResNet50 forward pass, and out of memory on large
-tensors.)
+samples are covered evenly; counts are scaled to the number of elements. Samples are bucketed
+together, with `tf.histogram_fixed_width`'s arithmetic; a sample too large to batch (with
+`histogram_sample=None`) is bucketed on its own in place, so memory stays linear in its size.
+(`tf.summary.histogram` builds an `n x buckets` float64 one-hot instead.)
 
-Its results hold only when every element is finite and the sum of squares cannot overflow; the
-`exact` entry says so. Otherwise `layer_reductions_exact(x)` gives them: it masks the finite
+These results hold only when every element is finite and the sum of squares cannot overflow;
+the `exact` field says so. Otherwise `layer_reductions_exact(x)` gives them: it masks the finite
 values, rescales them by a power of two and buckets all of them.
 
-Both return a vector laid out as `FIELDS` followed by the bucket counts, so that a whole model's
-results leave the device as one matrix. `layer_statistics_numpy` is the numpy twin.
+Both produce rows laid out as `FIELDS` followed by the bucket counts, so that a whole model's
+results leave the device as one matrix; `unpack_rows` names them again on the host.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from tbprobe.options import DEFAULT_BUCKETS, DEFAULT_HISTOGRAM_SAMPLE
-from tbprobe.tags import SCALAR_NAMES
+from tbprobe.tags import SATURATED, SCALAR_NAMES
 
-FIELDS = (*SCALAR_NAMES, "low", "high", "exact")
+FIELDS = (*SCALAR_NAMES, SATURATED, "low", "high", "exact")
+"""The named layout of a reduction row; bucket counts follow."""
+SATURATION_TOL = 1e-3
+BATCHED_SAMPLE_LIMIT = 2**17  # larger samples are bucketed on their own, without temporaries
+_FAST_SUMS_LIMIT = 2**24  # float32 sums of 0/1 are exact below this
+
+
+@dataclass(frozen=True)
+class OutputReduction:
+    """One output's reductions on the host, by name (a row of `unpack_rows`)."""
+
+    sparsity: float
+    dead_units: float
+    mean: float
+    std: float
+    nonfinite: float
+    saturated: float
+    low: float
+    high: float
+    exact: bool
+    counts: np.ndarray
+
+    def scalars(self) -> dict[str, float]:
+        """`{name: value}` for each of `SCALAR_NAMES`."""
+        return {name: float(getattr(self, name)) for name in SCALAR_NAMES}
+
+    def histogram(self) -> np.ndarray:
+        """TensorBoard's `[buckets, 3]` rows."""
+        return histogram_rows(self.counts, self.low, self.high)
+
+
+def unpack_rows(matrix: np.ndarray) -> list[OutputReduction]:
+    """Name the rows of a `[outputs, len(FIELDS) + buckets]` reduction matrix."""
+    head = len(FIELDS)
+    return [
+        OutputReduction(
+            **{name: float(value) for name, value in zip(FIELDS, row[:head], strict=True)}
+            | {"exact": bool(row[FIELDS.index("exact")]), "counts": row[head:]}
+        )
+        for row in np.asarray(matrix, np.float64)
+    ]
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What `BatchedReductions` needs to know of one output before the graph runs.
+
+    Attributes:
+        shape: the shape; dimensions left None are taken from the traced tensor.
+        unit_axis: axis indexing units for `dead_units`; None: the whole tensor is one unit.
+        bounds: `(low, high)` of a saturating activation, or None (no `saturated` value).
+    """
+
+    shape: tuple[int | None, ...]
+    unit_axis: int | None = -1
+    bounds: tuple[float, float] | None = None
+
+
+class BatchedReductions:
+    """The fast reductions of many outputs, traced inside one `tf.function`.
+
+    Call `reduce(index, x)` for each output as it is computed (it returns the small tensors that
+    hold what is needed of `x`, so the caller may make later work wait for them and free `x`),
+    then `finish()` once for the `[outputs, len(FIELDS) + buckets]` float64 matrix, whose rows
+    are valid where their `exact` field is 1.
+
+    Args:
+        specs: one `OutputSpec` per output, in row order.
+        buckets: histogram buckets, >= 1.
+        zero_tol: an element counts as zero when `abs(x) <= zero_tol`.
+        histogram_sample: most elements bucketed per output; None: all of them.
+    """
+
+    def __init__(
+        self,
+        specs: list[OutputSpec],
+        buckets: int = DEFAULT_BUCKETS,
+        zero_tol: float = 0.0,
+        histogram_sample: int | None = DEFAULT_HISTOGRAM_SAMPLE,
+    ):
+        self.specs = list(specs)
+        self.buckets = buckets
+        self.zero_tol = zero_tol
+        self.histogram_sample = histogram_sample
+        self._moments: dict[int, tf.Tensor] = {}  # index -> [min, max, sum, sum(x^2)/2]
+        self._zeros: list[tuple[int, tf.Tensor]] = []  # (index, [1, units] zero counts)
+        self._samples: list[tuple[int, tf.Tensor]] = []  # float32 samples bucketed together
+        self._counts: dict[int, tf.Tensor] = {}  # buckets of samples too large to batch
+        self._saturated: dict[int, tf.Tensor] = {}
+        self._constants: dict[Any, tf.Tensor] = {}
+
+    def reduce(self, index: int, x: tf.Tensor) -> list[tf.Tensor]:
+        """Reduce output `index`; returns the tensors that keep what is needed of `x`."""
+        spec = self.specs[index] = dataclasses.replace(self.specs[index], shape=_static_shape(x))
+        x = _as_float(x)
+        size = math.prod(spec.shape)
+        if size == 0:
+            return []
+        unit = _unit_index(len(spec.shape), spec.unit_axis)
+        units = 1 if unit is None else spec.shape[unit]
+        positions = size // units
+        rows = None  # x as [positions, units], when units are last
+        if unit in (None, len(spec.shape) - 1):
+            rows = tf.reshape(x, self._constant(("shape", positions, units), [positions, units]))
+        whole = x if rows is None else rows
+        axes = self._constant(("axes", whole.shape.rank), list(range(whole.shape.rank)))
+        moments = tf.stack(
+            [
+                tf.reduce_min(whole, axes),
+                tf.reduce_max(whole, axes),
+                tf.reduce_sum(whole, axes),
+                tf.nn.l2_loss(whole),
+            ]
+        )
+        self._moments[index] = moments
+        made = [moments, self._reduce_zeros(index, x, rows, unit, positions, units)]
+        made.append(self._reduce_sample(index, x, rows, moments))
+        if spec.bounds is not None:
+            low, high = spec.bounds
+            near = tf.logical_or(whole <= low + SATURATION_TOL, whole >= high - SATURATION_TOL)
+            self._saturated[index] = tf.reduce_sum(tf.cast(near, tf.float32), axes) / size
+            made.append(self._saturated[index])
+        return made
+
+    def finish(self) -> tf.Tensor:
+        """The `[outputs, len(FIELDS) + buckets]` float64 matrix of every output's row."""
+        count = len(self.specs)
+        empty = [i for i, spec in enumerate(self.specs) if math.prod(spec.shape) == 0]
+        live = [i for i in range(count) if i not in empty]
+        if not live:
+            return tf.constant([_empty_row(self.buckets)] * count, tf.float64)
+        sizes = np.array([math.prod(self.specs[i].shape) for i in live], np.float64)
+        low, high, total, half_squares = tf.unstack(self._stacked_moments(live), axis=1)
+        mean = total / sizes
+        std = tf.sqrt(tf.maximum(2 * half_squares / sizes - mean * mean, 0))
+        # Valid when the sum is finite (no NaN or Inf) and squares cannot overflow.
+        limits = np.array(
+            [
+                np.finfo(self._moments[i].dtype.as_numpy_dtype).max / (4 * sizes[k])
+                for k, i in enumerate(live)
+            ]
+        )
+        max_abs = tf.maximum(tf.abs(low), tf.abs(high))
+        exact = tf.cast(
+            tf.logical_and(tf.math.is_finite(total), max_abs * max_abs < limits), tf.float64
+        )
+        sparsity, dead = self._zero_fractions(live, sizes)
+        saturated = self._in_rows(
+            live, {i: tf.cast(t, tf.float64) for i, t in self._saturated.items()}, np.nan
+        )
+        fields = {
+            "sparsity": sparsity,
+            "dead_units": dead,
+            "mean": mean,
+            "std": std,
+            "nonfinite": tf.zeros_like(mean),
+            SATURATED: saturated,
+            "low": low,
+            "high": high,
+            "exact": exact,
+        }
+        head = tf.stack([fields[name] for name in FIELDS], axis=1)
+        rows = tf.concat([head, self._bucket_counts(live)], axis=1)
+        if not empty:
+            return rows
+        blanks = tf.constant([_empty_row(self.buckets)] * len(empty), tf.float64)
+        order = np.argsort(live + empty)
+        return tf.gather(tf.concat([rows, blanks], axis=0), order)
+
+    def _constant(self, key: Any, value: Any, dtype: Any = tf.int32) -> tf.Tensor:
+        """A constant made once per graph: shared shapes, axes and ones rows cut the op count."""
+        if key not in self._constants:
+            self._constants[key] = tf.constant(value, dtype)
+        return self._constants[key]
+
+    def _reduce_zeros(
+        self,
+        index: int,
+        x: tf.Tensor,
+        rows: tf.Tensor | None,
+        unit: int | None,
+        positions: int,
+        units: int,
+    ) -> tf.Tensor:
+        source = x if rows is None else rows
+        if self.zero_tol == 0:
+            is_zero = tf.equal(source, self._constant(("zero", source.dtype), 0, source.dtype))
+        else:
+            is_zero = tf.abs(source) <= self.zero_tol
+        if rows is not None and positions < _FAST_SUMS_LIMIT:
+            ones = self._constant(("ones", positions), np.ones((1, positions)), tf.float32)
+            per_unit = tf.matmul(ones, tf.cast(is_zero, tf.float32))
+        else:  # column sums of a huge or channels-first tensor, in float64 to stay exact
+            axes = [0] if rows is not None else [a for a in range(x.shape.rank) if a != unit]
+            per_unit = tf.reshape(tf.reduce_sum(tf.cast(is_zero, tf.float64), axes), [1, units])
+        self._zeros.append((index, per_unit))
+        return per_unit
+
+    def _reduce_sample(
+        self, index: int, x: tf.Tensor, rows: tf.Tensor | None, moments: tf.Tensor
+    ) -> tf.Tensor:
+        spec = self.specs[index]
+        width, stride = sample_plan(spec.shape, spec.unit_axis, self.histogram_sample)
+        flat = self._constant("flat", [-1])
+        if stride == 1:
+            sample = tf.reshape(x, flat)
+        else:
+            by_width = (
+                rows if rows is not None and width == rows.shape[1] else tf.reshape(x, [-1, width])
+            )
+            sample = tf.reshape(by_width[::stride], flat)
+        if x.dtype == tf.float32 and int(sample.shape[0]) <= BATCHED_SAMPLE_LIMIT:
+            self._samples.append((index, sample))
+            return sample
+        self._counts[index] = _fixed_width_counts(sample, moments[0], moments[1], self.buckets)
+        return self._counts[index]
+
+    def _stacked_moments(self, live: list[int]) -> tf.Tensor:
+        """`[live, 4]` float64 moments; outputs of one dtype are stacked and cast together."""
+        groups: dict[Any, list[int]] = {}
+        for i in live:
+            groups.setdefault(self._moments[i].dtype, []).append(i)
+        parts = [
+            tf.cast(tf.stack([self._moments[i] for i in g]), tf.float64) for g in groups.values()
+        ]
+        order = [i for g in groups.values() for i in g]
+        return _in_order(parts, order, live)
+
+    def _zero_fractions(self, live: list[int], sizes: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
+        """Sparsity and dead-unit fraction per live output, from all per-unit zero counts."""
+        slot = {i: k for k, i in enumerate(live)}
+        counts, segments, positions = [], [], []
+        for dtype in (tf.float32, tf.float64):
+            parts = [(i, t) for i, t in self._zeros if t.dtype == dtype]
+            if not parts:
+                continue
+            counts.append(tf.cast(tf.concat([t for _, t in parts], axis=1)[0], tf.float64))
+            for i, t in parts:
+                units = int(t.shape[1])
+                segments += [slot[i]] * units
+                positions += [math.prod(self.specs[i].shape) // units] * units
+        zeros = tf.concat(counts, axis=0)
+        segments_t = tf.constant(segments, tf.int32)
+        units = np.bincount(segments, minlength=len(live)).astype(np.float64)
+        dead_units = tf.cast(zeros >= np.array(positions, np.float64), tf.float64)
+        sparsity = tf.math.unsorted_segment_sum(zeros, segments_t, len(live)) / sizes
+        dead = tf.math.unsorted_segment_sum(dead_units, segments_t, len(live)) / units
+        return sparsity, dead
+
+    def _bucket_counts(self, live: list[int]) -> tf.Tensor:
+        """`[live, buckets]` float64 counts scaled to each output's element count."""
+        counts = dict(self._counts)
+        if self._samples:
+            indices = [i for i, _ in self._samples]
+            lengths = [int(s.shape[0]) for _, s in self._samples]
+            values = tf.concat([s for _, s in self._samples], axis=0)
+            moments = tf.stack([self._moments[i] for i in indices])
+            batched = _batched_counts(values, lengths, moments[:, 0], moments[:, 1], self.buckets)
+            counts.update(zip(indices, tf.unstack(batched), strict=True))
+        scale = []
+        for i in live:
+            spec = self.specs[i]
+            width, stride = sample_plan(spec.shape, spec.unit_axis, self.histogram_sample)
+            rows = math.prod(spec.shape) // width
+            scale.append(math.prod(spec.shape) / (width * len(range(0, rows, stride))))
+        return self._in_rows(live, counts) * np.array(scale)[:, None]
+
+    def _in_rows(
+        self, live: list[int], values: dict[int, tf.Tensor], fill: float = 0.0
+    ) -> tf.Tensor:
+        """Stack per-output tensors in `live` order; outputs without one get `fill`."""
+        present = [i for i in live if i in values]
+        if not present:
+            return tf.fill([len(live)], tf.constant(fill, tf.float64))
+        stacked = tf.stack([tf.cast(values[i], tf.float64) for i in present])
+        if len(present) == len(live):
+            return stacked
+        missing = [i for i in live if i not in values]
+        filler = tf.fill([len(missing), *stacked.shape[1:]], tf.constant(fill, tf.float64))
+        return _in_order([stacked, filler], present + missing, live)
+
+
+def _in_order(parts: list[tf.Tensor], order: list[int], live: list[int]) -> tf.Tensor:
+    """Concatenate `parts`, whose rows belong to outputs `order`, into `live` order."""
+    joined = parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
+    if order == live:
+        return joined
+    position = {i: k for k, i in enumerate(order)}
+    return tf.gather(joined, [position[i] for i in live])
+
+
+def _batched_counts(
+    values: tf.Tensor, lengths: list[int], low: tf.Tensor, high: tf.Tensor, buckets: int
+) -> tf.Tensor:
+    """`[len(lengths), buckets]` counts of concatenated float32 samples, each in its own range.
+
+    The arithmetic of `tf.histogram_fixed_width`, element by element: the offset from the low
+    edge in float32, divided in float64 by the bucket width, clamped to the last bucket. Values
+    of a non-finite output (whose row is not exact, so discarded) are replaced first, since a
+    NaN has no bucket.
+    """
+    outputs = len(lengths)
+    segment = tf.repeat(tf.range(outputs), lengths)
+    low_each = tf.gather(low, segment)
+    values = tf.where(tf.math.is_finite(values), values, low_each)
+    width = tf.cast(high - low, tf.float64) / buckets
+    width = tf.where(width > 0, width, tf.ones_like(width))
+    offset = tf.cast(tf.maximum(values, low_each) - low_each, tf.float64)
+    bucket = tf.cast(tf.minimum(offset / tf.gather(width, segment), buckets - 1), tf.int32)
+    # NaN bounds (an output with NaN) give undefined buckets: keep them inside the output's row.
+    flat = tf.clip_by_value(bucket, 0, buckets - 1) + segment * buckets
+    counts = tf.math.bincount(flat, minlength=outputs * buckets, maxlength=outputs * buckets)
+    return tf.cast(tf.reshape(counts, [outputs, buckets]), tf.float64)
+
+
+def _fixed_width_counts(
+    values: tf.Tensor, low: tf.Tensor, high: tf.Tensor, buckets: int
+) -> tf.Tensor:
+    """Counts of one sample with `tf.histogram_fixed_width`, which needs no temporaries."""
+    # histogram_fixed_width has no bucket for NaN; those rows are not exact anyway.
+    values = tf.where(tf.math.is_finite(values), values, tf.zeros_like(values))
+    # A range of zero width (one value, or none) would divide by zero; histogram_rows puts the
+    # whole count in the last bucket then, so any range does.
+    value_range = tf.where(high > low, tf.stack([low, high]), tf.constant([0, 1], low.dtype))
+    return tf.cast(tf.histogram_fixed_width(values, value_range, buckets), tf.float64)
 
 
 def sample_plan(shape: tuple[int, ...], unit_axis: int | None, cap: int | None) -> tuple[int, int]:
@@ -83,8 +415,9 @@ def layer_reductions(
     zero_tol: float = 0.0,
     unit_axis: int | None = -1,
     histogram_sample: int | None = DEFAULT_HISTOGRAM_SAMPLE,
+    bounds: tuple[float, float] | None = None,
 ) -> tf.Tensor:
-    """Fast reductions of one activation, valid when its `exact` field is 1.
+    """Fast reductions of one activation (`BatchedReductions` of a single output).
 
     Args:
         x: float tensor with a static shape (float16/bfloat16 are computed in float32).
@@ -92,29 +425,17 @@ def layer_reductions(
         zero_tol: an element counts as zero when `abs(x) <= zero_tol`.
         unit_axis: axis indexing units (channels) for `dead_units`; None: one unit.
         histogram_sample: most elements bucketed; None: all of them.
+        bounds: `(low, high)` of a saturating activation, for `saturated`.
 
     Returns:
-        float64 vector `[len(FIELDS) + buckets]`: `FIELDS` values, then bucket counts.
+        float64 vector `[len(FIELDS) + buckets]`, valid where its `exact` field is 1.
     """
-    x, shape = _as_float(x)
-    size = math.prod(shape)
-    if size == 0:
-        return _empty(buckets)
-    low, high, total = tf.reduce_min(x), tf.reduce_max(x), tf.reduce_sum(x)
-    sparsity, dead_units = _zero_stats(x, zero_tol, unit_axis)
-    mean = total / size
-    std = tf.sqrt(tf.maximum(2 * tf.nn.l2_loss(x) / size - mean * mean, 0))
-    width, stride = sample_plan(shape, unit_axis, histogram_sample)
-    sample = tf.reshape(tf.reshape(x, [-1, width])[::stride], [-1])
-    # histogram_fixed_width rejects NaN; these results are discarded then anyway (not exact).
-    sample = tf.where(tf.math.is_finite(sample), sample, 0.0)
-    counts = _bucket_counts(sample, low, high, buckets) * (size / int(sample.shape[0]))
-    # Valid when the sum is finite (no NaN or Inf) and squares cannot overflow.
-    max_abs = tf.cast(tf.maximum(tf.abs(low), tf.abs(high)), tf.float64)
-    limit = float(np.finfo(x.dtype.as_numpy_dtype).max) / (4 * size)
-    exact = tf.logical_and(tf.math.is_finite(total), max_abs * max_abs < limit)
-    exact = tf.cast(exact, x.dtype)
-    return _pack([sparsity, dead_units, mean, std, 0.0, low, high, exact], counts)
+    x = tf.convert_to_tensor(x)
+    batch = BatchedReductions(
+        [OutputSpec(_static_shape(x), unit_axis, bounds)], buckets, zero_tol, histogram_sample
+    )
+    batch.reduce(0, x)
+    return batch.finish()[0]
 
 
 def layer_reductions_exact(
@@ -124,12 +445,19 @@ def layer_reductions_exact(
     unit_axis: int | None = -1,
 ) -> tf.Tensor:
     """Reductions of one activation that may hold NaN, Inf or huge values; every element
-    bucketed. Same layout as `layer_reductions`, with `exact` always 1."""
-    x, shape = _as_float(x)
+    bucketed. Same layout as `layer_reductions` (`saturated` is left to it), `exact` always 1."""
+    shape = _static_shape(x)
+    x = _as_float(x)
     size = math.prod(shape)
     if size == 0:
-        return _empty(buckets)
-    sparsity, dead_units = _zero_stats(x, zero_tol, unit_axis)
+        return tf.constant(_empty_row(buckets), tf.float64)
+    unit = _unit_index(len(shape), unit_axis)
+    axes = [a for a in range(len(shape)) if a != unit]
+    is_zero = tf.equal(x, 0) if zero_tol == 0 else tf.abs(x) <= zero_tol
+    per_unit = tf.reduce_sum(tf.cast(is_zero, tf.float64), axis=axes)
+    positions = size // (1 if unit is None else shape[unit])
+    sparsity = tf.reduce_sum(per_unit) / size
+    dead_units = tf.reduce_mean(tf.cast(per_unit >= positions, tf.float64))
     flat = tf.reshape(x, [-1])
     finite = tf.boolean_mask(flat, tf.math.is_finite(flat))
     count = tf.size(finite)
@@ -142,9 +470,20 @@ def layer_reductions_exact(
     scaled = finite / scale
     mean = tf.reduce_mean(scaled)
     std = tf.sqrt(tf.reduce_mean(tf.square(scaled - mean))) * scale
-    counts = _bucket_counts(scaled, low / scale, high / scale, buckets)
-    nonfinite = tf.cast(size - count, x.dtype) / size
-    return _pack([sparsity, dead_units, mean * scale, std, nonfinite, low, high, 1.0], counts)
+    counts = _fixed_width_counts(scaled, low / scale, high / scale, buckets)
+    fields = {
+        "sparsity": sparsity,
+        "dead_units": dead_units,
+        "mean": mean * scale,
+        "std": std,
+        "nonfinite": tf.cast(size - count, x.dtype) / size,
+        SATURATED: np.nan,
+        "low": low,
+        "high": high,
+        "exact": 1.0,
+    }
+    head = [tf.cast(fields[name], tf.float64) for name in FIELDS]
+    return tf.concat([tf.stack(head), counts], axis=0)
 
 
 def histogram_rows(counts: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -163,113 +502,22 @@ def histogram_rows(counts: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.stack([edges[:-1], edges[1:], counts], axis=1)
 
 
-def _as_float(x: Any) -> tuple[tf.Tensor, tuple[int, ...]]:
+def _empty_row(buckets: int) -> list[float]:
+    values = {"sparsity": 0, "dead_units": 0, "nonfinite": 0, "exact": 1}
+    return [float(values.get(name, np.nan)) for name in FIELDS] + [0.0] * buckets
+
+
+def _static_shape(x: Any) -> tuple[int, ...]:
+    shape = tf.convert_to_tensor(x).shape
+    if not shape.is_fully_defined():
+        raise ValueError(f"tbprobe's reductions need a static shape. Received: {shape}.")
+    return tuple(int(d) for d in shape)
+
+
+def _as_float(x: Any) -> tf.Tensor:
     x = tf.convert_to_tensor(x)
-    if not x.shape.is_fully_defined():
-        raise ValueError(f"tbprobe's reductions need a static shape. Received: {x.shape}.")
-    return tf.cast(x, tf.float64 if x.dtype == tf.float64 else tf.float32), tuple(x.shape)
+    return tf.cast(x, tf.float64 if x.dtype == tf.float64 else tf.float32)
 
 
 def _unit_index(rank: int, unit_axis: int | None) -> int | None:
     return None if unit_axis is None or rank == 0 else unit_axis % rank
-
-
-def _zero_stats(
-    x: tf.Tensor, zero_tol: float, unit_axis: int | None
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Sparsity and dead-unit fraction, from the number of zeros of each unit."""
-    shape = tuple(x.shape)
-    size = math.prod(shape)
-    unit = _unit_index(len(shape), unit_axis)
-    units = 1 if unit is None else shape[unit]
-    positions = size // units
-    is_zero = tf.equal(x, 0) if zero_tol == 0 else tf.abs(x) <= zero_tol
-    if unit in (None, len(shape) - 1) and positions < 2**24:
-        # Column sums of the [positions, units] mask as a matrix product: as fast as one full
-        # reduction, where a column reduction costs ~2x; float32 sums of 0/1 are exact < 2^24.
-        mask = tf.reshape(tf.cast(is_zero, tf.float32), [positions, units])
-        per_unit = tf.matmul(tf.ones([1, positions]), mask)[0]
-    else:
-        axes = [a for a in range(len(shape)) if a != unit]
-        per_unit = tf.reduce_sum(tf.cast(is_zero, tf.int64), axis=axes)
-    per_unit = tf.cast(per_unit, x.dtype)
-    dead = tf.reduce_mean(tf.cast(per_unit >= positions, x.dtype))
-    return tf.reduce_sum(per_unit) / size, dead
-
-
-def _bucket_counts(values: tf.Tensor, low: tf.Tensor, high: tf.Tensor, buckets: int) -> tf.Tensor:
-    # A range of zero width (one value, or none) would divide by zero; histogram_rows puts the
-    # whole count in the last bucket then, so any range does.
-    value_range = tf.where(high > low, tf.stack([low, high]), tf.constant([0, 1], low.dtype))
-    return tf.cast(tf.histogram_fixed_width(values, value_range, buckets), tf.float64)
-
-
-def _pack(fields: list[Any], counts: tf.Tensor) -> tf.Tensor:
-    """`FIELDS` values (tensors of one float dtype, or Python numbers), then the counts."""
-    dtype = next(f.dtype for f in fields if isinstance(f, tf.Tensor) and f.dtype.is_floating)
-    head = tf.stack([f if isinstance(f, tf.Tensor) else tf.constant(f, dtype) for f in fields])
-    return tf.concat([tf.cast(head, tf.float64), counts], axis=0)
-
-
-def _empty(buckets: int) -> tf.Tensor:
-    return tf.constant([0, 0, np.nan, np.nan, 0, np.nan, np.nan, 1] + [0] * buckets, tf.float64)
-
-
-def layer_statistics_numpy(
-    x: Any,
-    buckets: int = DEFAULT_BUCKETS,
-    zero_tol: float = 0.0,
-    unit_axis: int | None = -1,
-    histogram_sample: int | None = DEFAULT_HISTOGRAM_SAMPLE,
-) -> dict[str, Any]:
-    """Numpy twin: `{"histogram": [k, 3] rows, "sparsity", ..., "nonfinite": float}`.
-
-    Same definitions and, when every element is finite, the same histogram sample.
-    """
-    x = np.asarray(x)
-    x = x.astype(np.float64 if x.dtype == np.float64 else np.float32)
-    size = x.size
-    is_zero = np.abs(x) <= zero_tol
-    if size == 0:
-        dead = 0.0
-    elif unit_axis is None or x.ndim == 0:
-        dead = float(is_zero.all())
-    else:
-        axis = unit_axis % x.ndim
-        other = tuple(a for a in range(x.ndim) if a != axis)
-        dead = float(is_zero.all(axis=other).mean())
-    finite = x[np.isfinite(x)]
-    result: dict[str, Any] = {
-        "sparsity": float(is_zero.sum() / max(size, 1)),
-        "dead_units": dead,
-        "nonfinite": float((size - finite.size) / max(size, 1)),
-        "mean": float(finite.mean(dtype=np.float64)) if finite.size else float("nan"),
-        "std": float(finite.std(dtype=np.float64)) if finite.size else float("nan"),
-        "histogram": np.zeros((buckets, 3)),
-    }
-    if finite.size:
-        low, high = finite.min(), finite.max()
-        values, weight = finite, 1.0
-        max_abs = float(max(abs(low), abs(high)))
-        fast = finite.size == size and max_abs**2 < float(np.finfo(x.dtype).max) / (4 * size)
-        if fast:  # the fast path buckets a strided sample
-            width, stride = sample_plan(x.shape, unit_axis, histogram_sample)
-            values = x.reshape(-1, width)[::stride].reshape(-1)
-            weight = size / values.size
-        counts = np.full(buckets, values.size * weight / buckets)
-        if high > low:
-            counts = _numpy_bucket_counts(values, low, high, buckets) * weight
-        result["histogram"] = histogram_rows(counts, float(low), float(high))
-    return result
-
-
-def _numpy_bucket_counts(values: np.ndarray, low: Any, high: Any, buckets: int) -> np.ndarray:
-    """tf.histogram_fixed_width's rule, floor((max(v, low) - low) / step) clamped, applied to
-    values rescaled by a power of two as the exact branch does (no bucket changes for the
-    fast branch's values, which are far from overflow)."""
-    max_abs = max(abs(low), abs(high))
-    scale = values.dtype.type(2.0 ** np.clip(np.ceil(np.log2(max_abs)) - 1, -100, 100))
-    scaled, low_s = values / scale, low / scale
-    step = float(high / scale - low_s) / buckets
-    offsets = (np.maximum(scaled, low_s) - low_s).astype(np.float64)
-    return np.bincount(np.minimum(offsets / step, buckets - 1).astype(np.int64), minlength=buckets)

@@ -76,7 +76,7 @@ class SummaryBuilder:
         tensor = self._tensor(tag, HISTOGRAM_METADATA, types_pb2.DT_DOUBLE, rows.shape)
         tensor.tensor_content = rows.tobytes()
 
-    def images(self, tag: str, encoded: np.ndarray) -> None:
+    def images(self, tag: str, encoded: list[bytes]) -> None:
         """Set the image plugin's `[width, height, png, ...]` string vector."""
         self._strings(tag, IMAGE_METADATA, list(encoded), (len(encoded),))
 
@@ -84,10 +84,12 @@ class SummaryBuilder:
         """Set a scalar string (plugin `text` unless `metadata` says otherwise)."""
         self._strings(tag, metadata, [value.encode() if isinstance(value, str) else value], ())
 
-    def write(self, writer: Any, step: int) -> None:
-        """Write the values as one event at `step`, whatever `record_if` says."""
+    def write(self, writer: Any, step: int, *others: SummaryBuilder) -> None:
+        """Write these values, and those of `others`, as one event at `step`, whatever
+        `record_if` says. (Serialized `Summary` messages concatenate into their union.)"""
+        data = b"".join(b.summary.SerializeToString() for b in (self, *others))
         with writer.as_default(step=step), tf.summary.record_if(True):
-            tf.summary.experimental.write_raw_pb(self.summary.SerializeToString(), step=step)
+            tf.summary.experimental.write_raw_pb(data, step=step)
 
     def _strings(self, tag: str, metadata: Any, strings: list[bytes], shape: tuple) -> None:
         tensor = self._tensor(tag, metadata, types_pb2.DT_STRING, shape)

@@ -9,6 +9,7 @@ the text `MANIFEST_TAG`.
 
 PROBE_DIR = "probe"  # <log_dir>/probe/ holds tbprobe's event files
 SCALAR_NAMES = ("sparsity", "dead_units", "mean", "std", "nonfinite")
+SATURATED = "saturated"  # only for outputs of saturating activations (sigmoid, tanh, softmax)
 MARGIN_NAMES = ("mean_minus_std", "mean_plus_std")  # the band of the mean +- std charts
 HISTOGRAM_METRIC = "activations"
 FEATURE_MAPS = "feature_maps"  # rank-4 outputs: a grid of channels per shown sample

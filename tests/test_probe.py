@@ -6,11 +6,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from numpy_stats import layer_statistics_numpy
 from tb_helpers import read_events
 
 import tbprobe
 from tbprobe.images import colormap_palette
-from tbprobe.stats import layer_statistics_numpy
 
 METRICS = {
     "activations": "histograms",

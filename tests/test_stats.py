@@ -5,23 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from numpy_stats import layer_statistics_numpy
 
 from tbprobe.stats import (
-    FIELDS,
     histogram_rows,
     layer_reductions,
     layer_reductions_exact,
-    layer_statistics_numpy,
     sample_plan,
     sample_stride,
+    unpack_rows,
 )
 
 SCALARS = ("sparsity", "dead_units", "mean", "std", "nonfinite")
 
 
 def unpack(row):
-    values = dict(zip(FIELDS, row[: len(FIELDS)], strict=True))
-    values["histogram"] = histogram_rows(row[len(FIELDS) :], values["low"], values["high"])
+    (reduction,) = unpack_rows(row[np.newaxis])
+    values = vars(reduction) | {"histogram": reduction.histogram()}
     return values
 
 

@@ -1,0 +1,103 @@
+"""What a log step computes for each probed output, decided once from its layer and shape.
+
+An `OutputPlan` says how an output is reduced (`tbprobe.stats.OutputSpec`: its shape, the axis
+of its units for `dead_units`, the bounds of a saturating activation for `saturated`) and which
+image it gets (`FEATURE_MAPS`, `HEATMAP` or none), and runs the image's two halves: the device
+part inside the compiled step, the host part after it (see `tbprobe.images`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tbprobe.images import (
+    describe_image,
+    enlarge_heatmap,
+    feature_map_grid,
+    feature_map_tiles,
+    heatmap,
+    image_strings,
+)
+from tbprobe.options import LogOptions
+from tbprobe.probing import ProbedOutput
+from tbprobe.stats import OutputSpec
+from tbprobe.tags import FEATURE_MAPS
+
+# Output ranges of the activations whose units can saturate, by Keras activation name.
+SATURATING_ACTIVATIONS = {
+    "sigmoid": (0.0, 1.0),
+    "hard_sigmoid": (0.0, 1.0),
+    "softmax": (0.0, 1.0),
+    "tanh": (-1.0, 1.0),
+    "hard_tanh": (-1.0, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """How one probed output is logged.
+
+    Attributes:
+        output: the probed output.
+        spec: its reductions' static description.
+        image: `FEATURE_MAPS`, `HEATMAP` or None.
+        channels_first: whether a rank-4 output is channels-first.
+    """
+
+    output: ProbedOutput
+    spec: OutputSpec
+    image: str | None
+    channels_first: bool
+
+    def device_image(self, x: tf.Tensor, options: LogOptions) -> tf.Tensor:
+        """The image's part computed in the log step: small uint8 palette indices."""
+        o = options
+        if self.image == FEATURE_MAPS:
+            return feature_map_tiles(
+                x, o.max_channels, o.max_samples, self.channels_first, o.max_image_side
+            )
+        return heatmap(x, o.max_samples, o.max_image_side)
+
+    def host_image(
+        self, indices: np.ndarray, options: LogOptions, palette: np.ndarray | None
+    ) -> list[bytes]:
+        """The image plugin's strings from what `device_image` returned."""
+        if self.image == FEATURE_MAPS:
+            images = feature_map_grid(indices, options.max_image_side)
+        else:
+            images = enlarge_heatmap(indices, options.max_image_side)
+        return image_strings(images, palette)
+
+
+def plan_output(output: ProbedOutput, options: LogOptions) -> OutputPlan:
+    """Decide, from the layer and the static shape, what is computed for `output`."""
+    rank = len(output.shape)
+    channels_first = getattr(output.layer, "data_format", None) == "channels_first"
+    if rank < 2:
+        unit_axis = None
+    else:
+        unit_axis = 1 if channels_first and rank >= 3 else -1
+    image = describe_image(output.shape) if options.images else None
+    spec = OutputSpec(output.shape, unit_axis, saturation_bounds(output.layer))
+    return OutputPlan(output, spec, image, channels_first and rank == 4)
+
+
+def saturation_bounds(layer: Any) -> tuple[float, float] | None:
+    """The output range of `layer`'s saturating activation, or None.
+
+    Only layers whose output is their activation's output count: `Activation`, `Softmax`, and
+    layers with an `activation` argument applied last (Dense, EinsumDense, convolutions).
+    Recurrent layers, whose `activation` is applied inside, do not.
+    """
+    import keras
+
+    if isinstance(layer, keras.layers.Softmax):
+        return SATURATING_ACTIVATIONS["softmax"]
+    if isinstance(layer, keras.layers.RNN) or not hasattr(layer, "activation"):
+        return None
+    name = getattr(layer.activation, "__name__", None)
+    return SATURATING_ACTIVATIONS.get(name) if isinstance(name, str) else None
