@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tbprobe import summaries
+from tbprobe.event_file import check_writable
 from tbprobe.images import describe_image, encode_png_images, feature_map_grid, heatmap
 from tbprobe.options import (
     DEFAULT_BUCKETS,
@@ -45,7 +46,7 @@ from tbprobe.stats import (
     layer_reductions,
     layer_reductions_exact,
 )
-from tbprobe.tags import FEATURE_MAPS, PROBE_DIR
+from tbprobe.tags import FEATURE_MAPS
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class Probe:
 
     Args:
         model: a built `keras.Model` (Sequential, Functional, nested or subclassed).
-        log_dir: run directory (any path `tf.io.gfile` accepts); events go to `<log_dir>/probe`.
+        log_dir: run directory (any path `tf.io.gfile` accepts); events go to `<log_dir>/probe`,
+            a folder created at construction (event files only at the first log).
         sample: the fixed probe batch, shown at every step: numpy array, tensor, dict or tuple
             for multi-input models, or a `tf.data.Dataset` (its first batch, labels dropped).
         layers: `None` for every layer, or names, paths, glob patterns and layer classes.
@@ -117,8 +119,7 @@ class Probe:
             histogram_sample=histogram_sample,
         )
         self.log_dir = os.fspath(log_dir)
-        self.probe_dir = tf.io.gfile.join(self.log_dir, PROBE_DIR)
-        check_writable(self.log_dir)
+        self.probe_dir = check_writable(self.log_dir)
 
         self.sample = _as_tensors(first_batch(sample))
         self.probe_model = probe_model(model, layers, sample=self.sample)
@@ -285,32 +286,6 @@ def _as_tensors(sample: Any) -> Any:
                 f"with at least one sample. Received a tensor of shape {tuple(tensor.shape)}."
             )
     return tensors
-
-
-def check_writable(log_dir: str) -> None:
-    """Fail early when `log_dir` cannot become a directory we write into.
-
-    Raises:
-        ValueError: an existing part of the path is a file, or a local directory is read-only.
-    """
-    if not log_dir:
-        raise ValueError("Invalid value for argument `log_dir`: received an empty path.")
-    path = log_dir
-    while not tf.io.gfile.exists(path):
-        parent = os.path.dirname(path.rstrip("/"))
-        if not parent or parent == path:
-            return
-        path = parent
-    if not tf.io.gfile.isdir(path):
-        raise ValueError(
-            f"Cannot write to log_dir={log_dir!r}: {path!r} exists and is not a directory. "
-            "Pass a directory path."
-        )
-    if "://" not in path and not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"Cannot write to log_dir={log_dir!r}: no write permission on {path!r}. "
-            "Pass a directory you can write to."
-        )
 
 
 def _writes_summaries(model: Any) -> bool:
