@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tbprobe import summaries
-from tbprobe.event_file import check_writable
+from tbprobe.event_file import EventFile, check_writable
 from tbprobe.images import describe_image, encode_png_images, feature_map_grid, heatmap
 from tbprobe.options import (
     DEFAULT_BUCKETS,
@@ -128,7 +128,7 @@ class Probe:
         self._writes = _writes_summaries(model)
         self._compute = tf.function(self._reduce_fast, autograph=False)
         self._compute_exact = tf.function(self._reduce_exact, autograph=False)
-        self._writer: Any = None
+        self._events = EventFile(self.probe_dir)
         self._header_written = False
         self._summary = summaries.SummaryBuilder()
         self._last: np.ndarray | None = None
@@ -143,18 +143,19 @@ class Probe:
         Returns:
             Whether anything was logged (False off-schedule, and on non-chief workers of a
             multi-worker strategy, which never write).
+
+        Raises:
+            tbprobe.ProbeWriteError: the step did not reach the event file (disk full, file
+                system gone); the steps logged before are on disk.
         """
         step = _as_step(step)
         if step % self.every or not self._writes:
             return False
         reductions, images = self._run()
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.probe_dir)
         if not self._header_written:
             header = summaries.SummaryBuilder()
             summaries.add_run_header(header, [self._manifest_row(plan) for plan in self._plans])
-            header.write(self._writer, step)
-            self._header_written = True
+            self._events.write(header, step)
         builder = self._summary
         for plan, row in zip(self._plans, reductions, strict=True):
             values = dict(zip(FIELDS, row[: len(FIELDS)], strict=True))
@@ -162,8 +163,9 @@ class Probe:
             summaries.add_layer_values(builder, plan.output.tag, values, rows)
             if plan.image is not None:
                 builder.images(f"{plan.output.tag}/{plan.image}", images[plan.output.tag])
-        builder.write(self._writer, step)
-        self._writer.flush()
+        self._events.write(builder, step)
+        self._events.flush(step)
+        self._header_written = True
         return True
 
     def stats(self) -> dict[str, dict[str, float]]:
@@ -181,9 +183,7 @@ class Probe:
 
     def close(self) -> None:
         """Flush and close the event file; a later `log` appends to the run in a new file."""
-        if self._writer is not None:
-            self._writer.close()
-        self._writer = None
+        self._events.close()
 
     def __enter__(self) -> Probe:
         return self
