@@ -140,7 +140,11 @@ class EventFile:
             return
         # The writer does not tell its file's name: the file that appeared, named with our pid.
         pid = f".{os.getpid()}."
-        new = [path for path in set(tf.io.gfile.glob(pattern)) - before if pid in path]
+        new = [
+            path
+            for path in set(tf.io.gfile.glob(pattern)) - before
+            if pid in os.path.basename(path)
+        ]
         if len(new) == 1:
             self._path = new[0]
             self._size = os.path.getsize(self._path)
