@@ -20,6 +20,7 @@ __all__ = [
     "Probe",
     "ProbeCallback",
     "ProbeModel",
+    "ProbeWriteError",
     "ProbedOutput",
     "TensorBoardHandle",
     "launch",
@@ -31,6 +32,7 @@ _HOMES = {
     "Probe": "tbprobe.probe",
     "ProbeCallback": "tbprobe.callback",
     "ProbeModel": "tbprobe.probing",
+    "ProbeWriteError": "tbprobe.event_file",
     "ProbedOutput": "tbprobe.probing",
     "TensorBoardHandle": "tbprobe.launcher",
     "launch": "tbprobe.launcher",
@@ -40,6 +42,7 @@ _HOMES = {
 
 if TYPE_CHECKING:
     from tbprobe.callback import ProbeCallback
+    from tbprobe.event_file import ProbeWriteError
     from tbprobe.launcher import TensorBoardHandle, launch
     from tbprobe.probe import Probe
     from tbprobe.probing import ProbedOutput, ProbeModel, probe_model, select_layers

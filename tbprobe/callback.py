@@ -17,8 +17,9 @@ from typing import Any
 
 import keras
 
+from tbprobe.event_file import check_writable
 from tbprobe.options import LogOptions, document_options, positive_int
-from tbprobe.probe import Probe, check_writable, first_batch
+from tbprobe.probe import Probe, first_batch
 from tbprobe.selection import LayerSpec
 
 
@@ -27,8 +28,9 @@ class ProbeCallback(keras.callbacks.Callback):
     """Logs what every layer of the model does, at the end of epochs or every N batches.
 
     Args:
-        log_dir: run directory; events go to `<log_dir>/probe`, beside Keras's TensorBoard
-            callback's `train/` and `validation/` when it shares the directory.
+        log_dir: run directory; events go to `<log_dir>/probe` (created at construction, event
+            files only at the first log), beside Keras's TensorBoard callback's `train/` and
+            `validation/` when it shares the directory.
         sample: the fixed probe batch (array, tensor, dict or tuple of inputs, or a
             `tf.data.Dataset` whose first batch is used, labels dropped).
         layers: `None` for every layer, or names, paths, glob patterns and layer classes.
@@ -42,8 +44,9 @@ class ProbeCallback(keras.callbacks.Callback):
             {options}
 
     Raises:
-        ValueError: a bad argument, at construction; a sample that does not fit the model, when
-            the callback is given the model (`set_model`, at the start of `fit`).
+        ValueError: a bad argument or a `log_dir` that cannot be created, at construction; a
+            sample that does not fit the model, when the callback is given the model
+            (`set_model`, at the start of `fit`).
         TypeError: an unknown option (the message names the closest valid one).
 
     Example:

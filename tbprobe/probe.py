@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tbprobe import summaries
+from tbprobe.event_file import EventFile, check_writable
 from tbprobe.images import colormap_palette
 from tbprobe.options import LogOptions, document_options, positive_int
 from tbprobe.plans import OutputPlan, plan_output
@@ -37,7 +38,7 @@ from tbprobe.stats import (
     layer_reductions_exact,
     unpack_rows,
 )
-from tbprobe.tags import PROBE_DIR, SATURATED
+from tbprobe.tags import SATURATED
 
 _EXACT = FIELDS.index("exact")
 _SATURATED = FIELDS.index(SATURATED)
@@ -49,7 +50,8 @@ class Probe:
 
     Args:
         model: a built `keras.Model` (Sequential, Functional, nested or subclassed).
-        log_dir: run directory (any path `tf.io.gfile` accepts); events go to `<log_dir>/probe`.
+        log_dir: run directory (any path `tf.io.gfile` accepts); events go to `<log_dir>/probe`,
+            a folder created at construction (event files only at the first log).
         sample: the fixed probe batch, shown at every step: numpy array, tensor, dict or tuple
             for multi-input models, or a `tf.data.Dataset` (its first batch, labels dropped).
         layers: `None` for every layer, or names, paths, glob patterns and layer classes.
@@ -81,8 +83,7 @@ class Probe:
         self.every = positive_int("every", every)
         self.options = LogOptions.from_kwargs(**options)
         self.log_dir = os.fspath(log_dir)
-        self.probe_dir = tf.io.gfile.join(self.log_dir, PROBE_DIR)
-        check_writable(self.log_dir)
+        self.probe_dir = check_writable(self.log_dir)
 
         self.sample = _as_tensors(first_batch(sample))
         self.probe_model = probe_model(model, layers, sample=self.sample)
@@ -92,7 +93,7 @@ class Probe:
         self._writes = _writes_summaries(model)
         self._compute = tf.function(self._reduce_fast, autograph=False)
         self._compute_exact = tf.function(self._reduce_exact, autograph=False)
-        self._writer: Any = None
+        self._events = EventFile(self.probe_dir)
         self._header_written = False
         self._summary = summaries.SummaryBuilder()
         self._image_summary = summaries.SummaryBuilder()
@@ -109,6 +110,10 @@ class Probe:
         Returns:
             Whether anything was logged (False off-schedule, and on non-chief workers of a
             multi-worker strategy, which never write).
+
+        Raises:
+            tbprobe.ProbeWriteError: the step did not reach the event file (disk full, file
+                system gone); the steps logged before are on disk.
         """
         step = _as_step(step)
         if step % self.every or not self._writes:
@@ -118,13 +123,10 @@ class Probe:
         )
         reductions, images = self._run(with_images)
         self._logs += 1
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.probe_dir)
         if not self._header_written:
             header = summaries.SummaryBuilder()
             summaries.add_run_header(header, [self._manifest_row(plan) for plan in self._plans])
-            header.write(self._writer, step)
-            self._header_written = True
+            self._events.write(step, header)
         builder = self._summary
         for plan, values in zip(self._plans, reductions, strict=True):
             tag = plan.output.tag
@@ -138,8 +140,9 @@ class Probe:
                     strings = plan.host_image(images[plan.output.tag], self.options, self._palette)
                     self._image_summary.images(f"{plan.output.tag}/{plan.image}", strings)
             extra.append(self._image_summary)
-        builder.write(self._writer, step, *extra)
-        self._writer.flush()
+        self._events.write(step, builder, *extra)
+        self._events.flush(step)
+        self._header_written = True
         return True
 
     def stats(self) -> dict[str, dict[str, float]]:
@@ -158,9 +161,7 @@ class Probe:
 
     def close(self) -> None:
         """Flush and close the event file; a later `log` appends to the run in a new file."""
-        if self._writer is not None:
-            self._writer.close()
-        self._writer = None
+        self._events.close()
 
     def __enter__(self) -> Probe:
         return self
@@ -250,32 +251,6 @@ def _as_tensors(sample: Any) -> Any:
                 f"with at least one sample. Received a tensor of shape {tuple(tensor.shape)}."
             )
     return tensors
-
-
-def check_writable(log_dir: str) -> None:
-    """Fail early when `log_dir` cannot become a directory we write into.
-
-    Raises:
-        ValueError: an existing part of the path is a file, or a local directory is read-only.
-    """
-    if not log_dir:
-        raise ValueError("Invalid value for argument `log_dir`: received an empty path.")
-    path = log_dir
-    while not tf.io.gfile.exists(path):
-        parent = os.path.dirname(path.rstrip("/"))
-        if not parent or parent == path:
-            return
-        path = parent
-    if not tf.io.gfile.isdir(path):
-        raise ValueError(
-            f"Cannot write to log_dir={log_dir!r}: {path!r} exists and is not a directory. "
-            "Pass a directory path."
-        )
-    if "://" not in path and not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"Cannot write to log_dir={log_dir!r}: no write permission on {path!r}. "
-            "Pass a directory you can write to."
-        )
 
 
 def _writes_summaries(model: Any) -> bool:

@@ -290,10 +290,12 @@ def _discover(
     except Exception as error:
         detail = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
         raise ValueError(
-            f"Could not run model {model.name!r} on inputs {_describe_spec(spec)}. The sample "
-            f"must match the model's inputs ({_describe_spec(_declared_spec(model))}). "
-            f"{type(error).__name__}: {detail}"
+            f"Invalid value for argument `sample`: could not run model {model.name!r} on inputs "
+            f"{_describe_spec(spec)}. Expected the model's inputs "
+            f"({_describe_spec(_declared_spec(model))}). {type(error).__name__}: {detail}"
         ) from error
+    if sample is not None:
+        _check_sample_dtypes(model, spec)
 
     found: list[ProbedOutput] = []
     skipped: list[str] = []
@@ -375,6 +377,35 @@ def _declared_spec(model: Any) -> Any:
         return type(value)(to_spec(item) for item in value)
 
     return to_spec(shape)
+
+
+def _check_sample_dtypes(model: Any, spec: Any) -> None:
+    """Raise when a sample holds strings where the model declares numbers, or the reverse.
+
+    Keras casts each input to the dtype of its `keras.Input`; a cast between strings and
+    numbers gets into the graph but has no kernel, so it would fail only at the first log.
+    Runs after a successful trace, when the sample's structure is known to fit. Subclassed
+    models declare no input dtypes and are not checked.
+    """
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return
+    names = [symbolic.name for symbolic in inputs]
+    received = spec
+    if isinstance(spec, dict) and not isinstance(model.input, dict) and set(names) <= set(spec):
+        received = [spec[name] for name in names]  # as Keras does: a dict matched by name
+    # Keras pairs the flattened sample with its inputs in order (zip).
+    for symbolic, leaf in zip(inputs, tf.nest.flatten(received), strict=False):
+        expected = keras.backend.standardize_dtype(symbolic.dtype)
+        if (leaf.dtype == tf.string) != (expected == "string"):
+            raise ValueError(
+                f"Invalid value for argument `sample`. Received: sample with dtype "
+                f"{leaf.dtype.name} (shape={tuple(leaf.shape)}) for input {symbolic.name!r} of "
+                f"model {model.name!r}. Expected dtype {expected} "
+                f"(shape={tuple(symbolic.shape)}): Keras cannot cast between strings and "
+                "numbers."
+            )
 
 
 def _describe_spec(spec: Any) -> str:

@@ -96,7 +96,7 @@ def resolve_selection(model: Any, layers: LayerSpec | Iterable[LayerSpec] | None
     for spec in specs:
         matches = {path for path, layer in available.items() if _matches(spec, path, layer)}
         if not matches:
-            raise ValueError(_no_match_message(spec, available))
+            raise ValueError(_no_match_message(spec, layers, available))
         chosen |= matches
     ordered = {path: layer for path, layer in available.items() if path in chosen}
     return Selection(layers=ordered, explicit=frozenset(ordered))
@@ -138,18 +138,20 @@ def _matches(spec: LayerSpec, path: str, layer: Any) -> bool:
     return fnmatch.fnmatchcase(path.rsplit("/", 1)[-1], spec)
 
 
-def _no_match_message(spec: LayerSpec, available: dict[str, Any]) -> str:
+def _no_match_message(spec: LayerSpec, layers: Any, available: dict[str, Any]) -> str:
+    received = f"Invalid value for argument `layers`. Received: layers={layers!r}."
     if isinstance(spec, type):
         classes = sorted({type(layer).__name__ for layer in available.values()})
         return (
-            f"No layer of class {spec.__name__} in the model. Layer classes present: "
-            f"{', '.join(classes)}. List every probe-able layer with tbprobe.select_layers(model)."
+            f"{received} No layer of class {spec.__name__} in the model. Expected a class "
+            f"present: {', '.join(classes)}. List every probe-able layer with "
+            "tbprobe.select_layers(model)."
         )
     names = list(available) + sorted({path.rsplit("/", 1)[-1] for path in available})
     close = difflib.get_close_matches(spec, names, n=5, cutoff=0.5)
     hint = f" Closest layer paths: {', '.join(repr(c) for c in close)}." if close else ""
     return (
-        f"No layer matches {spec!r} in the model.{hint} Names and patterns are matched against "
-        "layer paths such as 'conv1' or 'encoder/conv1'. List every probe-able layer with "
-        "tbprobe.select_layers(model)."
+        f"{received} No layer matches {spec!r} in the model.{hint} Expected layer names, paths "
+        "such as 'conv1' or 'encoder/conv1', or glob patterns. List every probe-able layer "
+        "with tbprobe.select_layers(model)."
     )

@@ -64,13 +64,13 @@ def test_without_the_initial_log(data, tmp_path):
     assert probe_steps(tmp_path) == [8, 16]
 
 
-def test_nothing_on_disk_before_the_first_log(data, tmp_path):
+def test_no_event_file_before_the_first_log(data, tmp_path):
     x, _ = data
     run = tmp_path / "run"
     callback = tbprobe.ProbeCallback(run, sample=x[:4])
     callback.set_model(make_model())
     assert callback.probe is not None  # built (and checked) at once
-    assert not run.exists()
+    assert list(run.rglob("*")) == [run / "probe"]  # the folder, checked at construction
 
 
 def test_batch_hooks_only_when_asked_for(data, tmp_path):
@@ -182,7 +182,7 @@ def test_wrong_sample_fails_when_the_model_arrives(data, tmp_path):
     callback = tbprobe.ProbeCallback(tmp_path, sample=np.zeros((4, 5, 5, 3), "float32"))
     with pytest.raises(ValueError, match=r"(?s)inputs shape=\(4, 5, 5, 3\).*\(None, 8, 8, 3\)"):
         make_model().fit(x, y, epochs=1, verbose=0, callbacks=[callback])
-    assert not (tmp_path / "probe").exists()
+    assert not list((tmp_path / "probe").iterdir())
 
 
 def test_custom_training_loop(data, tmp_path):

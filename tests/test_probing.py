@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import keras
@@ -241,9 +242,52 @@ def test_unknown_layer_name(tiny_cnn):
 
 def test_sample_of_wrong_shape_is_explained(tiny_cnn):
     with pytest.raises(
-        ValueError, match=r"(?s)Could not run model 'tiny_cnn'.*\(2, 5\).*\(None, 8, 8, 3\)"
+        ValueError,
+        match=r"(?s)argument `sample`: could not run model 'tiny_cnn'.*\(2, 5\).*\(None, 8, 8, 3\)",
     ):
         tbprobe.select_layers(tiny_cnn, sample=np.zeros((2, 5), "float32"))
+
+
+def test_sample_of_strings_is_an_error_at_construction(tiny_cnn, tmp_path):
+    strings = np.full((2, 8, 8, 3), "a")
+    message = (
+        "Invalid value for argument `sample`. Received: sample with dtype string "
+        "(shape=(2, 8, 8, 3)) for input 'image' of model 'tiny_cnn'. Expected dtype float32 "
+        "(shape=(None, 8, 8, 3))"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        tbprobe.Probe(tiny_cnn, tmp_path, sample=strings)
+    # Numbers of another dtype are cast by Keras, as in a plain call.
+    ints = np.arange(2 * 8 * 8 * 3).reshape(2, 8, 8, 3) % 5
+    got = tbprobe.probe_model(tiny_cnn, ["out"], sample=ints)(ints)["out"]
+    np.testing.assert_allclose(got, tiny_cnn(ints.astype("float32")), rtol=1e-6)
+
+
+def two_input_model():
+    a, b = keras.Input((4,), name="a"), keras.Input((3,), name="b")
+    joined = keras.layers.Concatenate(name="join")([a, b])
+    return keras.Model([a, b], keras.layers.Dense(2, name="head")(joined), name="two")
+
+
+@pytest.mark.parametrize("by_name", [False, True])
+def test_each_input_dtype_is_checked(by_name):
+    a, b = np.ones((2, 4), "float32"), np.full((2, 3), b"s")
+    sample = {"b": b, "a": a} if by_name else (a, b)
+    with pytest.raises(ValueError, match=r"dtype string \(shape=\(2, 3\)\) for input 'b'"):
+        tbprobe.select_layers(two_input_model(), sample=sample)
+
+
+def test_string_inputs_take_strings_only():
+    words = keras.Input((2,), dtype="string", name="words")
+    ids = keras.layers.StringLookup(vocabulary=["a", "b"], name="lookup")(words)
+    model = keras.Model(words, keras.layers.Embedding(3, 4, name="embed")(ids), name="text")
+    sample = np.array([["a", "b"], ["b", "x"]])
+    got = tbprobe.probe_model(model, ["embed"], sample=sample)(sample)["embed"]
+    np.testing.assert_allclose(got, model(sample), rtol=1e-6)
+    with pytest.raises(
+        ValueError, match=r"dtype float32 .* for input 'words'.*Expected dtype string"
+    ):
+        tbprobe.select_layers(model, sample=np.zeros((2, 2), "float32"))
 
 
 @pytest.mark.slow

@@ -50,10 +50,14 @@ def test_names_globs_and_classes(nested):
 def test_unknown_name_suggests_close_paths(nested):
     with pytest.raises(ValueError, match=r"'hed'.*Closest layer paths: 'head'.*select_layers"):
         resolve_selection(nested, ["hed"])
+    with pytest.raises(ValueError, match=r"^Invalid value for argument `layers`\. Received: "):
+        resolve_selection(nested, ["head", "nope"])
+    with pytest.raises(ValueError, match=r"layers=\['head', 'nope'\]\. No layer matches 'nope'"):
+        resolve_selection(nested, ["head", "nope"])
 
 
 def test_class_matching_nothing(nested):
-    with pytest.raises(ValueError, match=r"No layer of class Conv2D.*Dense"):
+    with pytest.raises(ValueError, match=r"argument `layers`.*No layer of class Conv2D.*Dense"):
         resolve_selection(nested, keras.layers.Conv2D)
 
 
