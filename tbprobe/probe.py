@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import keras
@@ -40,6 +41,8 @@ from tbprobe.stats import (
 )
 from tbprobe.tags import SATURATED
 
+_ENCODER_THREADS = min(4, os.cpu_count() or 1)
+_ENCODER = ThreadPoolExecutor(_ENCODER_THREADS, thread_name_prefix="tbprobe-png")
 _EXACT = FIELDS.index("exact")
 _SATURATED = FIELDS.index(SATURATED)
 
@@ -135,10 +138,9 @@ class Probe:
                 builder.scalar(f"{tag}/{SATURATED}", values.saturated)
         extra = []
         if with_images:
-            for plan in self._plans:
-                if plan.image is not None:
-                    strings = plan.host_image(images[plan.output.tag], self.options, self._palette)
-                    self._image_summary.images(f"{plan.output.tag}/{plan.image}", strings)
+            shown = [plan for plan in self._plans if plan.image is not None]
+            for plan, strings in zip(shown, self._encode(shown, images), strict=True):
+                self._image_summary.images(f"{plan.output.tag}/{plan.image}", strings)
             extra.append(self._image_summary)
         self._events.write(step, builder, *extra)
         self._events.flush(step)
@@ -178,6 +180,21 @@ class Probe:
         return summaries.ManifestRow(
             output.tag, layer_class, output.shape, output.dtype, plan.image
         )
+
+    def _encode(self, plans: list[OutputPlan], images: dict[str, np.ndarray]) -> list[list[bytes]]:
+        """The image plugin's strings of each plan's image, in order. zlib releases the GIL, so
+        the PNGs compress in a few threads, each given a run of images (one task per image
+        would cost more in handoffs than small images take to compress)."""
+
+        def encode(chunk: list[OutputPlan]) -> list[list[bytes]]:
+            return [
+                plan.host_image(images[plan.output.tag], self.options, self._palette)
+                for plan in chunk
+            ]
+
+        size = -(-len(plans) // _ENCODER_THREADS)
+        chunks = [plans[i : i + size] for i in range(0, len(plans), size)]
+        return [strings for done in _ENCODER.map(encode, chunks) for strings in done]
 
     def _run(self, with_images: bool) -> tuple[list[OutputReduction], dict[str, np.ndarray]]:
         """Every output's reductions, and the device's part of the images, on the host."""

@@ -85,13 +85,14 @@ class OutputReduction:
 
 def unpack_rows(matrix: np.ndarray) -> list[OutputReduction]:
     """Name the rows of a `[outputs, len(FIELDS) + buckets]` reduction matrix."""
+    matrix = np.asarray(matrix, np.float64)
     head = len(FIELDS)
+    exact = FIELDS.index("exact")
     return [
         OutputReduction(
-            **{name: float(value) for name, value in zip(FIELDS, row[:head], strict=True)}
-            | {"exact": bool(row[FIELDS.index("exact")]), "counts": row[head:]}
+            **dict(zip(FIELDS, values, strict=True)) | {"exact": values[exact] == 1}, counts=counts
         )
-        for row in np.asarray(matrix, np.float64)
+        for values, counts in zip(matrix[:, :head].tolist(), matrix[:, head:], strict=True)
     ]
 
 

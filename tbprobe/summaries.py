@@ -61,14 +61,16 @@ class SummaryBuilder:
     def __init__(self) -> None:
         self.summary = summary_pb2.Summary()
         self._values: dict[str, Any] = {}
+        self._scalars: dict[str, Any] = {}  # tag -> its float_val field, the hot path
 
     def scalar(self, tag: str, value: float) -> None:
         """Set a float32 scalar (plugin `scalars`)."""
-        tensor = self._tensor(tag, SCALAR_METADATA, types_pb2.DT_FLOAT, ())
-        if tensor.float_val:
-            tensor.float_val[0] = value
-        else:
-            tensor.float_val.append(value)
+        field = self._scalars.get(tag)
+        if field is None:
+            field = self._tensor(tag, SCALAR_METADATA, types_pb2.DT_FLOAT, ()).float_val
+            field.append(0.0)
+            self._scalars[tag] = field
+        field[0] = value
 
     def histogram(self, tag: str, rows: np.ndarray) -> None:
         """Set `[k, 3]` histogram rows (plugin `histograms`)."""
