@@ -218,6 +218,7 @@ def parse_samples_per_plugin(value: Mapping[str, int] | str | None) -> dict[str,
         f"Invalid samples_per_plugin. Received: {value!r}. Expected plugin=count pairs with "
         "non-negative integer counts, e.g. 'images=100,histograms=500'."
     )
+    items: list[tuple[object, object]]
     if isinstance(value, str):
         tokens = [token.partition("=") for token in value.split(",") if token.strip()]
         if not all(sep for _, sep, _ in tokens):
