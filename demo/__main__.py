@@ -7,7 +7,9 @@ Trains the same small CNN on generated shapes twice, with one difference, the le
   the first epoch its ReLU layers go dead (sparsity and dead_units jump to 1, layer by layer).
 
 Each run has tbprobe's callback added in one line beside Keras's own TensorBoard callback. Then
-TensorBoard starts on both runs, named, side by side (skipped with --no-launch or CI=true).
+TensorBoard starts on both runs, named, side by side (skipped with --no-launch or CI=true), until
+Ctrl-C (or SIGTERM), which stops it and ends the demo with status 0; interrupted before, the demo
+ends with one line and status 130.
 
 Usage: python -m demo [--runs-dir runs] [--epochs 6] [--train-size 3000] [--no-launch] [--port N]
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -78,7 +81,22 @@ def print_summary(results: dict[str, dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the demo; Ctrl-C or SIGTERM ends it with one line and exit status 130."""
     args = parse_args(argv)
+    # SIGTERM (an IDE's stop button, `kill PID`) unwinds like Ctrl-C, so that the TensorBoard
+    # started below is stopped too: by default SIGTERM ends Python at once, skipping that. SIGINT
+    # is set too, as a process started in the background may inherit it ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("\ndemo: interrupted", file=sys.stderr, flush=True)
+        return 130
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train both runs, print what tbprobe saw, then serve them in TensorBoard until Ctrl-C."""
     started = time.perf_counter()
     from demo.data import make_shapes
 
@@ -100,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     import tbprobe
 
     with tbprobe.launch(run_dirs, port=args.port) as board:
-        print(f"\nTensorBoard: {board.url}  (Ctrl-C to stop)", flush=True)
         try:
+            print(f"\nTensorBoard: {board.url} (pid {board.pid}; Ctrl-C to stop)", flush=True)
             while board.running:
                 time.sleep(1)
         except KeyboardInterrupt:

@@ -25,12 +25,17 @@ def venv_python() -> Path:
     return unix if unix.exists() else VENV / "Scripts" / "python.exe"
 
 
+def install_stamp(extras: str) -> str:
+    """What ``STAMP`` holds once ``tbprobe[extras]`` is installed from this ``pyproject.toml``."""
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+
+
 def ensure_venv(extras: str = "test") -> Path:
     """Create ``.venv`` if needed, install ``tbprobe[extras]`` editable, return its python."""
     if not venv_python().exists():
         print(f"[tbprobe] creating virtualenv {VENV.name}/", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    wanted = install_stamp(extras)
     if not STAMP.exists() or STAMP.read_text().strip() != wanted:
         python = str(venv_python())
         print("[tbprobe] installing tbprobe and its dependencies into .venv", flush=True)
@@ -42,10 +47,28 @@ def ensure_venv(extras: str = "test") -> Path:
 
 
 def run_in_venv(args: list[str], extras: str = "test") -> int:
-    """Run ``python args...`` inside the project's virtualenv from the repository root."""
-    python = ensure_venv(extras)
+    """Run ``python args...`` inside the project's virtualenv from the repository root.
+
+    On POSIX this process becomes the virtualenv's Python (`os.execve`, same process id), so that
+    signals sent to it (Ctrl-C, SIGTERM from an IDE's stop button or ``kill PID``) reach the
+    program itself, which reports them as it does: the demo ends with one line and exit status
+    130, pytest with its ``KeyboardInterrupt`` summary and exit status 2. On Windows, which has
+    no exec, the program runs as a child and Ctrl-C (sent to both) ends the wrapper with 130.
+
+    Returns:
+        The program's exit status (on Windows only: on POSIX this function does not return).
+    """
+    python = str(ensure_venv(extras))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-    return subprocess.call([str(python), *args], cwd=ROOT, env=env)
+    if os.name == "posix":
+        os.chdir(ROOT)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(python, [python, *args], env)
+    try:
+        return subprocess.call([python, *args], cwd=ROOT, env=env)
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

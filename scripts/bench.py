@@ -51,7 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,8 +59,9 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # `demo` lives at the repository root, not in the package
+# First, even when PYTHONPATH names the root too: the `demo` package lives at the root, and
+# scripts/demo.py, in this script's folder, would shadow it.
+sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -320,136 +321,227 @@ def verdict(ok: bool) -> str:
 # ----------------------------------------------------------------------------- per model
 
 
+@dataclass
+class Subject:
+    """One model under measurement: its probe batch, compiled forward pass and `Probe`.
+
+    Every measurement times `run_tbprobe` and `run_forward`; `steps` numbers the log steps of
+    `probe` across all of them.
+    """
+
+    name: str
+    model: keras.Model
+    layers: list[keras.layers.Layer]
+    batch: Any
+    forward: Callable[[Any], Any]
+    probe: tbprobe.Probe
+    steps: Iterator[int]
+
+    @property
+    def is_resnet(self) -> bool:
+        return self.name == "resnet50"
+
+    def repeats(self, config: Config, resnet_repeats: int) -> int:
+        """`config.repeats`, at most `resnet_repeats` on ResNet50 where a slow step takes 30 s."""
+        return min(config.repeats, resnet_repeats) if self.is_resnet else config.repeats
+
+    def run_forward(self) -> None:
+        self.forward(self.batch).numpy()
+
+    def run_tbprobe(self) -> None:
+        self.probe.log(next(self.steps))
+
+
+@dataclass
+class Measured:
+    """What one measurement adds to the report.
+
+    Attributes:
+        rows: Its table rows.
+        note: Sentences for the model's note under the table.
+        fewer: What ran fewer rounds than `--repeats`, for the note that says so.
+    """
+
+    rows: list[Row]
+    note: str = ""
+    fewer: str = ""
+
+
 def bench_model(name: str, config: Config, report: Report) -> None:
-    """Measurements 1-6 for one model."""
+    """Measurements 1-6 for one model, added to `report` in the table's order."""
     model, batch_np, description = build_model(name, config)
     layers = probed_layers(model)
-    batch = tf.constant(batch_np)
-    repeats = config.repeats
-    is_resnet = name == "resnet50"
-    seed_repeats = min(repeats, config.seed_repeats_resnet) if is_resnet else repeats
-    compiled_repeats = min(repeats, config.compiled_repeats_resnet) if is_resnet else repeats
     progress(f"{description}: {len(layers)} layers")
-
     with tempfile.TemporaryDirectory(prefix="tbprobe-bench-") as tmp:
-        # 5. first calls: the plain forward tf.function, then Probe() + its first log.
-        forward = forward_fn(model)
-        t0 = time.perf_counter()
-        forward(batch).numpy()
-        first_forward = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        probe = tbprobe.Probe(model, os.path.join(tmp, "tbprobe"), sample=batch)
-        t_construct = time.perf_counter() - t0
-        probe.log(0)
-        first_log = time.perf_counter() - t0
-        steps = itertools.count(1)
+        subject, first_log = measure_first_log(name, model, layers, tf.constant(batch_np), tmp)
+        log_step = measure_log_step(subject, config, tmp)
+        compiled = measure_compiled_histogram(subject, config, tmp)
+        seed = measure_seed_article(subject, config, tmp)
+        subject.probe.close()
+    memory = measure_peak_rss(name, config)
+    measured = (log_step, seed, compiled, first_log, memory)  # the table's order
+    report.rows.extend(row for m in measured for row in m.rows)
+    outputs = len(subject.probe.outputs)
+    notes = " ".join(m.note for m in measured if m.note)
+    report.notes.append(f"{name}: {description}; {outputs} probed outputs. {notes}")
+    fewer = [m.fewer for m in measured if m.fewer]
+    if fewer:
+        report.notes.append(f"{name}: fewer repetitions, as these are slow: {'; '.join(fewer)}.")
 
-        def run_forward() -> None:
-            forward(batch).numpy()
 
-        def run_tbprobe() -> None:
-            probe.log(next(steps))
+def measure_first_log(
+    name: str, model: keras.Model, layers: list[keras.layers.Layer], batch: Any, tmp: str
+) -> tuple[Subject, Measured]:
+    """5. First calls: the plain forward tf.function, then Probe() + its first log."""
+    forward = forward_fn(model)
+    t0 = time.perf_counter()
+    forward(batch).numpy()
+    first_forward = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    probe = tbprobe.Probe(model, os.path.join(tmp, "tbprobe"), sample=batch)
+    t_construct = time.perf_counter() - t0
+    probe.log(0)
+    first_log = time.perf_counter() - t0
+    progress(f"{name}: first forward call {first_forward:.2f} s, first log {first_log:.2f} s")
+    row = Row(
+        name,
+        "first log (Probe() + first log())",
+        f"{first_log:.2f} s (Probe() {t_construct:.2f} s)",
+        f"first forward call {first_forward:.2f} s",
+        f"{first_log / first_forward:.1f}x",
+    )
+    subject = Subject(name, model, layers, batch, forward, probe, itertools.count(1))
+    return subject, Measured([row])
 
-        progress(f"{name}: first forward call {first_forward:.2f} s, first log {first_log:.2f} s")
 
-        # Breakdown from public attributes: the probe model's compiled forward alone, and a
-        # log step without images (no feature-map grids, no PNG encoding).
-        probe_forward = forward_fn(probe.probe_model)
-        probe_forward(batch)
-        no_images = tbprobe.Probe(model, os.path.join(tmp, "no_images"), sample=batch, images=False)
-        no_images.log(0)
-
-        # 1 and 2, interleaved so that a change in machine load hits both alike.
-        side12 = time_interleaved(
-            {
-                "forward": run_forward,
-                "tbprobe": run_tbprobe,
-                "probe forward": lambda: probe_forward(batch),
-                "no images": lambda: no_images.log(next(steps)),
-            },
-            repeats,
-            warmup=2,
-        )
-        fwd, log, pfwd = side12["forward"], side12["tbprobe"], side12["probe forward"]
-        log_no_images = side12["no images"]
-        no_images.close()
-        progress(f"{name}: forward {fwd.describe()}; tbprobe log step {log.describe()}")
-
-        # 4. built-once probe model + stock summaries in one tf.function.
-        writer4 = tf.summary.create_file_writer(os.path.join(tmp, "compiled"))
-        log4 = compiled_histogram_log(model, layers, writer4)
-        steps4 = itertools.count(0)
-
-        def run4() -> None:
-            log4(batch, tf.constant(next(steps4), tf.int64))
-            writer4.flush()
-
-        t0 = time.perf_counter()
-        run4()
-        first4 = time.perf_counter() - t0
-        progress(f"{name}: built-once tf.function, first call {first4:.2f} s")
-        side4 = time_interleaved(
-            {
-                "compiled": run4,
-                "tbprobe": run_tbprobe,
-                "forward": run_forward,
-            },
-            compiled_repeats,
-            warmup=0,  # its first call above ran it once already
-            settle=("tbprobe", "forward"),
-        )
-        writer4.close()
-        progress(f"{name}: built-once tf.function {side4['compiled'].describe()}")
-
-        # 3. the seed article's approach, eager; slowest, so last and fewest repetitions.
-        writer3 = tf.summary.create_file_writer(os.path.join(tmp, "seed"))
-        steps3 = itertools.count(0)
-        progress(f"{name}: seed-article approach, 1 warm-up + {seed_repeats} timed rounds")
-        side3 = time_interleaved(
-            {
-                "seed": lambda: seed_article_log(model, layers, batch, writer3, next(steps3)),
-                "tbprobe": run_tbprobe,
-            },
-            seed_repeats,
-            warmup=1,
-            settle=("tbprobe",),
-        )
-        writer3.close()
-        probe.close()
-        outputs = len(probe.outputs)
-        progress(f"{name}: seed-article approach {side3['seed'].describe()}")
-
-    # 6. peak memory, in child processes, one after the other.
-    memory: dict[str, list[dict[str, float]]] = {"forward": [], "tbprobe": []}
-    for _ in range(config.memory_runs):
-        for mode, runs in memory.items():
-            runs.append(memory_child_run(name, mode, config))
-
-    label = name
+def measure_log_step(subject: Subject, config: Config, tmp: str) -> Measured:
+    """1 and 2: the forward pass, the log step and its images=False twin, interleaved so that a
+    change in machine load hits all alike; the probe model's compiled forward as a breakdown."""
+    name, batch = subject.name, subject.batch
+    # Breakdown from public attributes: the probe model's compiled forward alone, and a log step
+    # without images (no feature-map grids, no PNG encoding).
+    probe_forward = forward_fn(subject.probe.probe_model)
+    probe_forward(batch)
+    no_images = tbprobe.Probe(
+        subject.model, os.path.join(tmp, "no_images"), sample=batch, images=False
+    )
+    no_images.log(0)
+    timings = time_interleaved(
+        {
+            "forward": subject.run_forward,
+            "tbprobe": subject.run_tbprobe,
+            "probe forward": lambda: probe_forward(batch),
+            "no images": lambda: no_images.log(next(subject.steps)),
+        },
+        config.repeats,
+        warmup=2,
+    )
+    fwd, log, pfwd = timings["forward"], timings["tbprobe"], timings["probe forward"]
+    no_images.close()
+    progress(f"{name}: forward {fwd.describe()}; tbprobe log step {log.describe()}")
     ratio_log = paired_ratio(log, fwd)
-    report.add(label, "forward pass", fwd.describe(), "-", "1.00x")
-    report.add(
-        label,
-        f"tbprobe log step ({outputs} outputs)",
-        log.describe(),
-        f"forward pass {fmt_seconds(fwd.median)}",
-        f"{ratio_log:.2f}x",
-        f"<= {TARGET_LOG_VS_FORWARD:g}x" if is_resnet else "(set for ResNet50)",
-        verdict(ratio_log <= TARGET_LOG_VS_FORWARD) if is_resnet else "-",
+    forward_pass = f"forward pass {fmt_seconds(fwd.median)}"
+    rows = [
+        Row(name, "forward pass", fwd.describe(), "-", "1.00x"),
+        Row(
+            name,
+            f"tbprobe log step ({len(subject.probe.outputs)} outputs)",
+            log.describe(),
+            forward_pass,
+            f"{ratio_log:.2f}x",
+            f"<= {TARGET_LOG_VS_FORWARD:g}x" if subject.is_resnet else "(set for ResNet50)",
+            verdict(ratio_log <= TARGET_LOG_VS_FORWARD) if subject.is_resnet else "-",
+        ),
+        Row(
+            name,
+            "tbprobe log step, images=False",
+            timings["no images"].describe(),
+            forward_pass,
+            f"{paired_ratio(timings['no images'], fwd):.2f}x",
+            "-",
+            "-",
+        ),
+    ]
+    note = (
+        f"Breakdown of the tbprobe log step: the probe model's compiled forward alone (every "
+        f"output returned) takes {fmt_seconds(pfwd.median)} ({paired_ratio(pfwd, fwd):.2f}x the "
+        f"forward pass); the rest of the {fmt_seconds(log.median)} is reductions, images, PNG "
+        "encoding and the event write."
     )
-    report.add(
-        label,
-        "tbprobe log step, images=False",
-        log_no_images.describe(),
-        f"forward pass {fmt_seconds(fwd.median)}",
-        f"{paired_ratio(log_no_images, fwd):.2f}x",
-        "-",
-        "-",
+    return Measured(rows, note)
+
+
+def measure_compiled_histogram(subject: Subject, config: Config, tmp: str) -> Measured:
+    """4. The probe model built once + stock summaries in one tf.function."""
+    name = subject.name
+    repeats = subject.repeats(config, config.compiled_repeats_resnet)
+    writer = tf.summary.create_file_writer(os.path.join(tmp, "compiled"))
+    log = compiled_histogram_log(subject.model, subject.layers, writer)
+    steps = itertools.count(0)
+
+    def run_compiled() -> None:
+        log(subject.batch, tf.constant(next(steps), tf.int64))
+        writer.flush()
+
+    t0 = time.perf_counter()
+    run_compiled()
+    first_call = time.perf_counter() - t0
+    progress(f"{name}: built-once tf.function, first call {first_call:.2f} s")
+    timings = time_interleaved(
+        {
+            "compiled": run_compiled,
+            "tbprobe": subject.run_tbprobe,
+            "forward": subject.run_forward,
+        },
+        repeats,
+        warmup=0,  # its first call above ran it once already
+        settle=("tbprobe", "forward"),
     )
-    seed, seed_log = side3["seed"], side3["tbprobe"]
+    writer.close()
+    compiled = timings["compiled"]
+    progress(f"{name}: built-once tf.function {compiled.describe()}")
+    row = Row(
+        name,
+        "built-once tf.function + tf.summary.histogram",
+        compiled.describe(),
+        f"tbprobe log step {fmt_seconds(timings['tbprobe'].median)} (same rounds); "
+        f"{paired_ratio(compiled, timings['forward']):.1f}x the forward pass",
+        f"{paired_ratio(compiled, timings['tbprobe']):.2f}x",
+    )
+    note = f"First call of the built-once tf.function (tracing + one run): {first_call:.2f} s."
+    fewer = ""
+    if repeats < config.repeats:
+        fewer = (
+            f"the built-once tf.function {repeats} round(s) after its first call "
+            f"({fmt_seconds(compiled.median)} per step)"
+        )
+    return Measured([row], note, fewer)
+
+
+def measure_seed_article(subject: Subject, config: Config, tmp: str) -> Measured:
+    """3. The seed article's approach, eager; slowest, so last and fewest repetitions."""
+    name = subject.name
+    repeats = subject.repeats(config, config.seed_repeats_resnet)
+    writer = tf.summary.create_file_writer(os.path.join(tmp, "seed"))
+    steps = itertools.count(0)
+    progress(f"{name}: seed-article approach, 1 warm-up + {repeats} timed rounds")
+    timings = time_interleaved(
+        {
+            "seed": lambda: seed_article_log(
+                subject.model, subject.layers, subject.batch, writer, next(steps)
+            ),
+            "tbprobe": subject.run_tbprobe,
+        },
+        repeats,
+        warmup=1,
+        settle=("tbprobe",),
+    )
+    writer.close()
+    seed, seed_log = timings["seed"], timings["tbprobe"]
+    progress(f"{name}: seed-article approach {seed.describe()}")
     speedup = paired_ratio(seed, seed_log)
-    report.add(
-        label,
+    row = Row(
+        name,
         "seed-article log (rebuilt model, eager tf.summary)",
         seed.describe(),
         f"tbprobe log step {fmt_seconds(seed_log.median)} (same rounds)",
@@ -457,64 +549,48 @@ def bench_model(name: str, config: Config, report: Report) -> None:
         f"tbprobe >= {TARGET_SPEEDUP_VS_SEED:g}x faster",
         verdict(speedup >= TARGET_SPEEDUP_VS_SEED),
     )
-    compiled = side4["compiled"]
-    report.add(
-        label,
-        "built-once tf.function + tf.summary.histogram",
-        compiled.describe(),
-        f"tbprobe log step {fmt_seconds(side4['tbprobe'].median)} (same rounds); "
-        f"{paired_ratio(compiled, side4['forward']):.1f}x the forward pass",
-        f"{paired_ratio(compiled, side4['tbprobe']):.2f}x",
-    )
-    report.add(
-        label,
-        "first log (Probe() + first log())",
-        f"{first_log:.2f} s (Probe() {t_construct:.2f} s)",
-        f"first forward call {first_forward:.2f} s",
-        f"{first_log / first_forward:.1f}x",
-    )
+    fewer = ""
+    if repeats < config.repeats:
+        fewer = (
+            f"the seed-article approach {repeats} round(s) after 1 warm-up round "
+            f"({fmt_seconds(seed.median)} per step)"
+        )
+    return Measured([row], fewer=fewer)
+
+
+def measure_peak_rss(name: str, config: Config) -> Measured:
+    """6. Peak memory, in child processes, one after the other."""
+    memory: dict[str, list[dict[str, float]]] = {"forward": [], "tbprobe": []}
+    for _ in range(config.memory_runs):
+        for mode, runs in memory.items():
+            runs.append(memory_child_run(name, mode, config))
     fwd_mem, log_mem = (memory_summary(memory[mode]) for mode in ("forward", "tbprobe"))
     mem_ratio = log_mem["peak"] / fwd_mem["peak"]
     mem_steps = config.memory_steps
-    report.add(
-        label,
-        f"peak RSS, {mem_steps} log steps",
-        f"{log_mem['describe']} MiB (+{log_mem['increment']:.0f})",
-        f"{mem_steps} forward passes {fwd_mem['describe']} MiB (+{fwd_mem['increment']:.0f})",
-        f"{mem_ratio:.2f}x",
-        f"<= {TARGET_PEAK_RSS:g}x",
-        verdict(mem_ratio <= TARGET_PEAK_RSS),
+    rows = [
+        Row(
+            name,
+            f"peak RSS, {mem_steps} log steps",
+            f"{log_mem['describe']} MiB (+{log_mem['increment']:.0f})",
+            f"{mem_steps} forward passes {fwd_mem['describe']} MiB (+{fwd_mem['increment']:.0f})",
+            f"{mem_ratio:.2f}x",
+            f"<= {TARGET_PEAK_RSS:g}x",
+            verdict(mem_ratio <= TARGET_PEAK_RSS),
+        ),
+        Row(
+            name,
+            "RSS after import + model build (context)",
+            f"{fwd_mem['build']:.0f} MiB",
+            "(+N) above: peak over it",
+            "-",
+        ),
+    ]
+    note = (
+        f"Peak RSS: whole child process, median [min-max] of {config.memory_runs} process(es) "
+        f"per side; (+N) is the median peak during the {mem_steps} steps over the RSS after "
+        "import + build."
     )
-    report.add(
-        label,
-        "RSS after import + model build (context)",
-        f"{fwd_mem['build']:.0f} MiB",
-        "(+N) above: peak over it",
-        "-",
-    )
-    report.notes.append(
-        f"{name}: {description}; {outputs} probed outputs. Breakdown of the tbprobe log step: "
-        f"the probe model's compiled forward alone (every output returned) takes "
-        f"{fmt_seconds(pfwd.median)} ({paired_ratio(pfwd, fwd):.2f}x the forward pass); the "
-        f"rest of the {fmt_seconds(log.median)} is reductions, images, PNG encoding and the "
-        f"event write. First call of the built-once tf.function (tracing + one run): "
-        f"{first4:.2f} s. Peak RSS: whole child process, median [min-max] of "
-        f"{config.memory_runs} process(es) per side; (+N) is the median peak during the "
-        f"{mem_steps} steps over the RSS after import + build."
-    )
-    fewer = []
-    if seed_repeats < repeats:
-        fewer.append(
-            f"the seed-article approach {seed_repeats} round(s) after 1 warm-up round "
-            f"({fmt_seconds(seed.median)} per step)"
-        )
-    if compiled_repeats < repeats:
-        fewer.append(
-            f"the built-once tf.function {compiled_repeats} round(s) after its first call "
-            f"({fmt_seconds(compiled.median)} per step)"
-        )
-    if fewer:
-        report.notes.append(f"{name}: fewer repetitions, as these are slow: {'; '.join(fewer)}.")
+    return Measured(rows, note)
 
 
 # ----------------------------------------------------------------------------- memory child

@@ -187,6 +187,7 @@ def histogram_figures(runs: list[RunData], layers: list[str], folder: Path) -> l
         figure.subplots_adjust(left=0.14, right=0.98, bottom=0.17, top=0.9)
         ax = figure.add_subplot()
         notes = []
+        densities = [np.zeros(0)]
         for k, r in enumerate(runs):
             color = colors[k % len(colors)]
             width = 2.6 - k / max(len(runs) - 1, 1)  # earlier runs wider: equal ones stay visible
@@ -202,12 +203,12 @@ def histogram_figures(runs: list[RunData], layers: list[str], folder: Path) -> l
             else:
                 widths = np.where(right > left, right - left, np.nan)
                 density = counts / counts.sum() / widths
+                densities.append(density)
                 ax.stairs(density, np.append(left, right[-1]), color=color, lw=width, label=label)
         ax.set_title(layer, fontsize=9)
         ax.set_xlabel("activation")
         ax.set_ylabel("density")
-        heights = [p.get_data().values for p in ax.patches]
-        heights = np.concatenate(heights) if heights else np.zeros(0)
+        heights = np.concatenate(densities)
         heights = heights[np.isfinite(heights) & (heights > 0)]
         if heights.size and heights.max() > LOG_SCALE_RATIO * np.median(heights):
             ax.set_yscale("log")  # else a spike (the zeros of a ReLU) flattens everything else

@@ -17,23 +17,17 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import atexit
-import shlex
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import webbrowser
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tbprobe.runs import RunArgumentLike, link_runs, resolve_logdir
 from tbprobe.tensorboard_process import (
-    DEFAULT_PORT,
-    LOG_TAIL_LINES,
     PortTaken,
     busy_port_message,
     last_lines,
@@ -176,14 +170,14 @@ def launch(
         'http://localhost:6006/'
         >>> tensorboard.stop()  # doctest: +SKIP
     """
-    layout = resolve_logdir(*runs)
+    plan = resolve_logdir(*runs)
     samples = {**DEFAULT_SAMPLES_PER_PLUGIN, **parse_samples_per_plugin(samples_per_plugin)}
     chosen = pick_port(host, port)
     workdir = Path(tempfile.mkdtemp(prefix="tbprobe-launch-"))
     log_path = workdir / "tensorboard.log"
     try:
-        links = layout if isinstance(layout, dict) else {}
-        logdir = layout if isinstance(layout, Path) else link_runs(workdir / "logdir", layout)
+        links = plan.links
+        logdir = plan.folder or link_runs(workdir / "logdir", links)
         title = "tbprobe: " + (", ".join(links) or logdir.name)
         for attempt in range(_PORT_ATTEMPTS):
             command = tensorboard_command(logdir, host, chosen, samples, title, tensorboard_args)
@@ -224,6 +218,7 @@ def parse_samples_per_plugin(value: Mapping[str, int] | str | None) -> dict[str,
         f"Invalid samples_per_plugin. Received: {value!r}. Expected plugin=count pairs with "
         "non-negative integer counts, e.g. 'images=100,histograms=500'."
     )
+    items: list[tuple[object, object]]
     if isinstance(value, str):
         tokens = [token.partition("=") for token in value.split(",") if token.strip()]
         if not all(sep for _, sep, _ in tokens):
@@ -239,104 +234,3 @@ def parse_samples_per_plugin(value: Mapping[str, int] | str | None) -> dict[str,
             raise error
         parsed[plugin] = count
     return parsed
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of `tbprobe launch` to `parser`."""
-    parser.add_argument(
-        "runs",
-        nargs="+",
-        metavar="RUN",
-        help="a run directory (runs/baseline, shown as 'baseline'), a folder of runs (runs/), "
-        "or NAME=PATH to show a run under NAME; several are shown side by side",
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=None,
-        help=f"port to serve on (default: {DEFAULT_PORT} or the next free one)",
-    )
-    parser.add_argument(
-        "--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s)"
-    )
-    parser.add_argument("--open", action="store_true", help="open the page in a web browser")
-    parser.add_argument(
-        "--samples-per-plugin",
-        metavar="PLUGIN=N,...",
-        help="steps kept per tag, merged over "
-        + ",".join(f"{k}={v}" for k, v in DEFAULT_SAMPLES_PER_PLUGIN.items())
-        + " (TensorBoard keeps 10 images, 500 histograms, 1000 scalars)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        help="seconds to wait for TensorBoard to start (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--tensorboard-args",
-        metavar="FLAGS",
-        default="",
-        help="further TensorBoard flags, e.g. --tensorboard-args='--reload_interval=1'",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run `tbprobe launch`: serve until Ctrl-C or SIGTERM; return the exit code."""
-    restore_signals = _stop_signals_raise_keyboard_interrupt()
-    try:
-        handle = launch(
-            *args.runs,
-            port=args.port,
-            host=args.host,
-            open_browser=args.open,
-            samples_per_plugin=args.samples_per_plugin,
-            timeout=args.timeout,
-            tensorboard_args=shlex.split(args.tensorboard_args),
-        )
-        with handle:
-            print(f"TensorBoard at {handle.url} (pid {handle.pid}); Ctrl-C stops it", flush=True)
-            for name, path in handle.links.items():
-                print(f"  {name}: {path}", flush=True)
-            print(f"  logdir: {handle.logdir}", flush=True)
-            code = handle.process.wait()
-        print(
-            f"tbprobe launch: TensorBoard exited with code {code}:\n{handle.output(LOG_TAIL_LINES)}",
-            file=sys.stderr,
-        )
-        return 1
-    except ValueError as error:
-        print(f"tbprobe launch: error: {error}", file=sys.stderr)
-        return 2
-    except RuntimeError as error:
-        print(f"tbprobe launch: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("tbprobe launch: TensorBoard stopped", file=sys.stderr, flush=True)
-        return 0
-    finally:
-        restore_signals()
-
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def _stop_signals_raise_keyboard_interrupt() -> Callable[[], None]:
-    """Make SIGTERM, and SIGINT even if inherited as ignored, raise KeyboardInterrupt.
-
-    Returns:
-        A function that restores the previous handlers.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = {
-        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
-        signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_keyboard_interrupt),
-    }
-
-    def restore() -> None:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-    return restore

@@ -21,10 +21,8 @@ figures are drawn, which keeps `tbprobe --help` fast.
 
 from __future__ import annotations
 
-import argparse
 import html
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from itertools import islice
 from pathlib import Path
@@ -55,46 +53,6 @@ img { max-width: 100%; }
 figure { margin: 0.5em 0 1.5em; }
 colgroup.run { border-left: 2px solid #555; }
 """
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of `tbprobe report` to `parser`."""
-    parser.add_argument(
-        "runs",
-        nargs="+",
-        metavar="RUN_OR_PARENT",
-        help="a run folder (holding probe/), a folder with runs below it, or NAME=PATH",
-    )
-    parser.add_argument("-o", "--out", required=True, help="output folder for index.html")
-    parser.add_argument(
-        "--dead-threshold",
-        type=float,
-        default=DEFAULT_DEAD_THRESHOLD,
-        help="flag layers whose dead-unit fraction is at least this (default %(default)s)",
-    )
-    parser.add_argument(
-        "--max-layers",
-        type=int,
-        default=DEFAULT_MAX_LAYERS,
-        help="layers drawn in color per metric plot; the rest in gray (default %(default)s)",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run `tbprobe report`; return 0, or print the error and return 2 for bad input (1 when
-    the output cannot be written)."""
-    try:
-        index = write_report(
-            args.runs, args.out, dead_threshold=args.dead_threshold, max_layers=args.max_layers
-        )
-    except ValueError as error:
-        print(f"tbprobe report: error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # e.g. an output folder that cannot be written
-        print(f"tbprobe report: error: {error}", file=sys.stderr)
-        return 1
-    print(f"Wrote {index}")
-    return 0
 
 
 def write_report(

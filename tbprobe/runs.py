@@ -170,20 +170,36 @@ def named_runs(*runs: RunArgumentLike, layout: RunLayout = PROBE_RUNS) -> list[t
     ]
 
 
-def resolve_logdir(*runs: RunArgumentLike) -> Path | dict[str, Path]:
+@dataclass(frozen=True)
+class LogdirPlan:
+    """What the launcher gives TensorBoard as ``--logdir``: a folder of runs, or named links.
+
+    Attributes:
+        folder: The absolute folder of runs given alone and without a name, served as it is (so
+            that runs appearing in it later are shown too); None when `links` are given.
+        links: Run name -> absolute run directory, to be linked under those names by
+            `link_runs`; empty when `folder` is given.
+    """
+
+    folder: Path | None
+    links: dict[str, Path]
+
+
+def resolve_logdir(*runs: RunArgumentLike) -> LogdirPlan:
     """Decide what the launcher points TensorBoard at (runs as in `TENSORBOARD_RUNS`).
 
     Returns:
-        The absolute folder to use as ``--logdir`` when a single folder of runs is given without
-        a name (so that runs appearing in it later are shown too), else a dict run name ->
-        absolute run directory, to be linked under those names by `link_runs`.
+        A `LogdirPlan`: the folder when a single folder of runs is given without a name, else
+        the runs to link by name.
 
     Raises:
         ValueError, TypeError: As described in `parse_run_arguments`.
     """
     arguments = parse_run_arguments(*runs, layout=TENSORBOARD_RUNS)
     links = {a.name: a.path.resolve() for a in arguments if a.name is not None}
-    return links or arguments[0].path.resolve()  # no name: a folder of runs given alone
+    if links:
+        return LogdirPlan(folder=None, links=links)
+    return LogdirPlan(folder=arguments[0].path.resolve(), links={})
 
 
 def link_runs(logdir: Path, links: Mapping[str, Path]) -> Path:

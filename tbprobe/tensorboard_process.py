@@ -36,15 +36,19 @@ LOG_TAIL_LINES = 20  # lines of TensorBoard's output quoted in error messages
 
 _WILDCARD_HOSTS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 
-# TensorBoard imports TensorFlow (about 10 s) only to read files with tf.io.gfile, unless the
-# module `tensorboard.compat.notf` exists: then it uses its bundled stub, as an install of
-# TensorBoard without TensorFlow does. Our runs are local paths, which the stub reads. This is the
-# one internal TensorBoard switch used here; TensorBoard itself is unchanged.
-_TENSORBOARD_MAIN = (
+# TensorBoard imports TensorFlow only to read files with tf.io.gfile, unless the module
+# `tensorboard.compat.notf` exists: then `tensorboard.compat.tf` is its bundled stub, as in an
+# install of TensorBoard without TensorFlow. The stub reads local paths (and s3:// with boto3,
+# other URLs with fsspec), not TensorFlow's gs:// or hdfs://; the launcher takes local run folders
+# only, and TensorBoard starts seconds sooner (README, "Comparing runs";
+# scripts/bench_tensorboard_start.py measures it). This is the one internal TensorBoard switch
+# used here, guarded by tests/test_tensorboard_process.py.
+_STUB_TENSORFLOW = (
     "import sys, types; "
     "sys.modules['tensorboard.compat.notf'] = types.ModuleType('tensorboard.compat.notf'); "
-    "sys.argv[0] = 'tensorboard'; "
-    "from tensorboard.main import run_main; run_main()"
+)
+_TENSORBOARD_MAIN = (
+    "import sys; sys.argv[0] = 'tensorboard'; from tensorboard.main import run_main; run_main()"
 )
 
 
@@ -95,6 +99,8 @@ def tensorboard_command(
     samples: Mapping[str, int],
     title: str,
     extra: Sequence[str] = (),
+    *,
+    with_tensorflow: bool = False,
 ) -> list[str]:
     """The command line that runs TensorBoard with this Python on `logdir`.
 
@@ -105,11 +111,15 @@ def tensorboard_command(
         samples: ``--samples_per_plugin`` as ``{plugin: steps kept}``.
         title: Window title of the page.
         extra: Further TensorBoard flags, given last so that they win.
+        with_tensorflow: Let TensorBoard import TensorFlow for its file system layer, which
+            then reads gs:// and hdfs:// too; by default it uses its bundled stub, which starts
+            sooner and reads local paths.
     """
+    program = _TENSORBOARD_MAIN if with_tensorflow else _STUB_TENSORFLOW + _TENSORBOARD_MAIN
     return [
         sys.executable,
         "-c",
-        _TENSORBOARD_MAIN,
+        program,
         f"--logdir={logdir}",
         f"--host={host}",
         f"--port={port}",

@@ -172,3 +172,53 @@ def test_reading_imports_neither_tensorflow_nor_matplotlib(written):
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# tbprobe.events borrows three functions from TensorBoard's internals; each test below fails with
+# a message naming the borrowed function when a TensorBoard release changes it.
+TENSORBOARD_CHANGED = "TensorBoard changed {}, which tbprobe.events borrows: "
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), bit by bit."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def test_masked_crc32c_is_the_tfrecord_checksum():
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+
+    assert crc32c(b"123456789") == 0xE3069283  # the standard check value of CRC-32C
+    for data in (b"", b"123456789", bytes(range(256)) * 3, np.float64(0.25).tobytes()):
+        crc = crc32c(data)
+        masked = (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF  # TFRecord's mask
+        assert masked_crc32c(data) == masked, (
+            TENSORBOARD_CHANGED.format("pywrap_tensorflow.masked_crc32c")
+            + f"it no longer returns TFRecord's masked CRC-32C of {data[:16]!r}"
+        )
+
+
+def test_migrate_value_turns_legacy_values_into_tensors_make_ndarray_reads():
+    from tensorboard import data_compat
+    from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
+    from tensorboard.util.tensor_util import make_ndarray
+
+    message = TENSORBOARD_CHANGED.format("data_compat.migrate_value or tensor_util.make_ndarray")
+    scalar = data_compat.migrate_value(Summary.Value(tag="conv1/sparsity", simple_value=0.25))
+    assert scalar.metadata.plugin_data.plugin_name == "scalars", message + str(scalar)
+    array = make_ndarray(scalar.tensor)
+    assert array.shape == () and float(array) == 0.25, message + repr(array)
+
+    histo = HistogramProto(
+        min=-1.0, max=3.0, bucket_limit=[0.0, 1.0, 2.0, 5.0], bucket=[1, 0, 2, 4]
+    )
+    migrated = data_compat.migrate_value(Summary.Value(tag="conv1/activations", histo=histo))
+    assert migrated.metadata.plugin_data.plugin_name == "histograms", message + str(migrated)
+    rows = make_ndarray(migrated.tensor)
+    # Left edges start at min, right edges end at max, one row per bucket.
+    expected = [[-1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 2.0, 2.0], [2.0, 3.0, 4.0]]
+    np.testing.assert_array_equal(rows, expected, err_msg=message)

@@ -15,6 +15,7 @@ import pytest
 from tbprobe.runs import (
     PROBE_RUNS,
     TENSORBOARD_RUNS,
+    LogdirPlan,
     event_files,
     find_runs,
     link_runs,
@@ -57,15 +58,16 @@ def test_resolve_logdir_names_runs_by_argument_kind(launcher_runs, tmp_path):
     runs = launcher_runs
     folder = runs["baseline"].parent.resolve()
     baseline, high_lr = runs["baseline"].resolve(), runs["high_lr"].resolve()
-    assert resolve_logdir(folder) == folder
-    assert resolve_logdir(str(runs["baseline"]) + "/") == {"baseline": baseline}
-    assert resolve_logdir(runs["baseline"] / "probe") == {"probe": baseline / "probe"}
-    assert resolve_logdir(folder, high_lr) == {"tbprobe-runs": folder, "high_lr": high_lr}
-    assert resolve_logdir(f"a={baseline}", {"b": high_lr}) == {"a": baseline, "b": high_lr}
-    assert resolve_logdir({"all": folder}) == {"all": folder}
+    assert resolve_logdir(folder) == LogdirPlan(folder=folder, links={})
+    assert resolve_logdir(str(runs["baseline"]) + "/").links == {"baseline": baseline}
+    assert resolve_logdir(runs["baseline"] / "probe").links == {"probe": baseline / "probe"}
+    both = {"tbprobe-runs": folder, "high_lr": high_lr}
+    assert resolve_logdir(folder, high_lr) == LogdirPlan(folder=None, links=both)
+    assert resolve_logdir(f"a={baseline}", {"b": high_lr}).links == {"a": baseline, "b": high_lr}
+    assert resolve_logdir({"all": folder}).links == {"all": folder}
     with_equals = tmp_path / "lr=0.1"
     shutil.copytree(runs["high_lr"], with_equals)
-    assert resolve_logdir(with_equals) == {"lr=0.1": with_equals.resolve()}
+    assert resolve_logdir(with_equals).links == {"lr=0.1": with_equals.resolve()}
     with pytest.raises(ValueError, match="No run given"):
         resolve_logdir()
     with pytest.raises(TypeError, match="Received: 3 of type int"):
@@ -91,8 +93,8 @@ def test_find_and_name_runs_like_the_launcher(report_runs):
 def tensorboard_names(*arguments, tmp: Path) -> set[str]:
     """The runs TensorBoard lists when started by the launcher: every folder holding event files
     below its --logdir (the symlink folder, or the folder of runs), by relative path."""
-    layout = resolve_logdir(*arguments)
-    logdir = layout if isinstance(layout, Path) else link_runs(tmp / "logdir", layout)
+    plan = resolve_logdir(*arguments)
+    logdir = plan.folder or link_runs(tmp / "logdir", plan.links)
     names = set()
     for folder, _, files in os.walk(logdir, followlinks=True):
         if any("tfevents" in name for name in files):
