@@ -139,6 +139,7 @@ class BatchedReductions:
         self.histogram_sample = histogram_sample
         self._moments: dict[int, tf.Tensor] = {}  # index -> [min, max, sum, sum(x^2)/2]
         self._zeros: list[tuple[int, tf.Tensor]] = []  # (index, [1, units] zero counts)
+        self._zero_totals: dict[int, tf.Tensor] = {}  # outputs of one element per unit
         self._samples: list[tuple[int, tf.Tensor]] = []  # float32 samples bucketed together
         self._counts: dict[int, tf.Tensor] = {}  # buckets of samples too large to batch
         self._saturated: dict[int, tf.Tensor] = {}
@@ -242,6 +243,11 @@ class BatchedReductions:
             is_zero = tf.equal(source, self._constant(("zero", source.dtype), 0, source.dtype))
         else:
             is_zero = tf.abs(source) <= self.zero_tol
+        if positions == 1:  # every unit a single element: dead units are the zeros themselves
+            dtype = tf.float32 if units < _FAST_SUMS_LIMIT else tf.float64
+            total = tf.reduce_sum(tf.cast(is_zero, dtype))
+            self._zero_totals[index] = total
+            return total
         if rows is not None and positions < _FAST_SUMS_LIMIT:
             ones = self._constant(("ones", positions), np.ones((1, positions)), tf.float32)
             per_unit = tf.matmul(ones, tf.cast(is_zero, tf.float32))
@@ -284,23 +290,30 @@ class BatchedReductions:
     def _zero_fractions(self, live: list[int], sizes: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
         """Sparsity and dead-unit fraction per live output, from all per-unit zero counts."""
         slot = {i: k for k, i in enumerate(live)}
-        counts, segments, positions = [], [], []
+        zeros = self._in_rows(live, self._zero_totals)
+        dead = zeros / sizes  # right where a unit is one element; the others are added below
         for dtype in (tf.float32, tf.float64):
             parts = [(i, t) for i, t in self._zeros if t.dtype == dtype]
             if not parts:
                 continue
-            counts.append(tf.cast(tf.concat([t for _, t in parts], axis=1)[0], tf.float64))
-            for i, t in parts:
-                units = int(t.shape[1])
-                segments += [slot[i]] * units
-                positions += [math.prod(self.specs[i].shape) // units] * units
-        zeros = tf.concat(counts, axis=0)
-        segments_t = tf.constant(segments, tf.int32)
-        units = np.bincount(segments, minlength=len(live)).astype(np.float64)
-        dead_units = tf.cast(zeros >= np.array(positions, np.float64), tf.float64)
-        sparsity = tf.math.unsorted_segment_sum(zeros, segments_t, len(live)) / sizes
-        dead = tf.math.unsorted_segment_sum(dead_units, segments_t, len(live)) / units
-        return sparsity, dead
+            counts = tf.cast(tf.concat([t for _, t in parts], axis=1)[0], tf.float64)
+            units = [int(t.shape[1]) for _, t in parts]
+            # Which part each unit count belongs to, made at run time: a constant would be as
+            # long as all the units together.
+            part = tf.repeat(tf.range(len(parts)), units)
+            slots = tf.gather([slot[i] for i, _ in parts], part)
+            positions = [
+                math.prod(self.specs[i].shape) // u for (i, _), u in zip(parts, units, strict=True)
+            ]
+            is_dead = tf.cast(
+                counts >= tf.gather(np.array(positions, np.float64), part), tf.float64
+            )
+            zeros += tf.math.unsorted_segment_sum(counts, slots, len(live))
+            fraction = np.zeros(len(live))
+            for (i, _), u in zip(parts, units, strict=True):
+                fraction[slot[i]] = 1.0 / u
+            dead += tf.math.unsorted_segment_sum(is_dead, slots, len(live)) * fraction
+        return zeros / sizes, dead
 
     def _bucket_counts(self, live: list[int]) -> tf.Tensor:
         """`[live, buckets]` float64 counts scaled to each output's element count."""
