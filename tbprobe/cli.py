@@ -1,4 +1,4 @@
-"""The `tbprobe` command: `tbprobe launch ...` and `tbprobe report ...`.
+"""The `tbprobe` command: `tbprobe launch ...`, `tbprobe report ...` and `tbprobe check ...`.
 
 Each subcommand lives in its own module, which provides `add_arguments(parser)` and
 `run(args) -> int`; modules are imported only for the subcommand that runs, so `tbprobe --help`
@@ -18,6 +18,7 @@ SUBCOMMANDS = {
         "start TensorBoard on one run, every run below a folder, or named runs",
     ),
     "report": ("tbprobe.report", "write a static HTML/PNG report comparing runs"),
+    "check": ("tbprobe.check", "print each run's findings; exit 1 when a run has one"),
 }
 
 

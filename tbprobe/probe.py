@@ -13,7 +13,9 @@ Events go to `<log_dir>/probe`, flushed after every log step. Tags, per probed o
 `<tag>/activations` (histogram), `<tag>/sparsity`, `<tag>/dead_units`, `<tag>/mean`, `<tag>/std`,
 `<tag>/nonfinite`, `<tag>/mean_minus_std`, `<tag>/mean_plus_std` (scalars), `<tag>/feature_maps`
 (rank-4 outputs) or `<tag>/heatmap` (rank-2 and rank-3 outputs) images; once per `Probe`, the
-text `tbprobe/manifest` and a custom-scalars layout.
+text `tbprobe/manifest` and a custom-scalars layout; with `checks` (the default), the diagnosis
+of `tbprobe.monitor`: the scalar `tbprobe/findings` every log, the text `tbprobe/health` at the
+logs where the findings changed.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import numpy as np
 import tensorflow as tf
 
 from tbprobe import summaries
+from tbprobe.findings import Checks, Finding, resolve_checks
 from tbprobe.images import describe_image, encode_png_images, feature_map_grid, heatmap
+from tbprobe.monitor import FindingsMonitor, add_health, log_change
 from tbprobe.options import (
     DEFAULT_BUCKETS,
     DEFAULT_HISTOGRAM_SAMPLE,
@@ -77,6 +81,10 @@ class Probe:
         max_image_side: cap on an image's longer side, in pixels.
         histogram_sample: most elements of one output bucketed for its histogram (a strided
             sample, counts scaled to the total; see `tbprobe.stats`); None buckets every one.
+        checks: the diagnosis after each log (`tbprobe.monitor`): a `tbprobe.Checks` of
+            thresholds, True for the defaults, False for none. Findings are logged as WARNINGs
+            of the `"tbprobe"` logger, written as `tbprobe/health` and `tbprobe/findings`, and
+            returned by `findings()`.
 
     Raises:
         ValueError: a bad argument, an unbuilt model, a sample the model cannot take, or a
@@ -104,6 +112,7 @@ class Probe:
         images: bool = True,
         max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
         histogram_sample: int | None = DEFAULT_HISTOGRAM_SAMPLE,
+        checks: Checks | bool | None = True,
     ):
         self.every = positive_int("every", every)
         self.options = LogOptions(
@@ -131,6 +140,8 @@ class Probe:
         self._header_written = False
         self._summary = summaries.SummaryBuilder()
         self._last: np.ndarray | None = None
+        checks = resolve_checks(checks)
+        self._monitor = None if checks is None else FindingsMonitor(checks)
 
     def log(self, step: int | Any) -> bool:
         """Log the probe batch's activations at `step` if `step % every == 0`.
@@ -149,7 +160,8 @@ class Probe:
         reductions, images = self._run()
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.probe_dir)
-        if not self._header_written:
+        first_log = not self._header_written
+        if first_log:
             header = summaries.SummaryBuilder()
             summaries.add_run_header(header, [self._manifest_row(plan) for plan in self._plans])
             header.write(self._writer, step)
@@ -161,6 +173,10 @@ class Probe:
             summaries.add_layer_values(builder, plan.output.tag, values, rows)
             if plan.image is not None:
                 builder.images(f"{plan.output.tag}/{plan.image}", images[plan.output.tag])
+        if self._monitor is not None:
+            change = self._monitor.update(step, self.stats())
+            log_change(change)
+            add_health(builder, change, text=change.changed or first_log)
         builder.write(self._writer, step)
         self._writer.flush()
         return True
@@ -177,6 +193,14 @@ class Probe:
             plan.output.tag: {name: float(row[FIELDS.index(name)]) for name in SCALAR_NAMES}
             for plan, row in zip(self._plans, self._last, strict=True)
         }
+
+    def findings(self) -> list[Finding]:
+        """The diagnosis after the last log: every finding active (none with `checks=False`).
+
+        Returns:
+            `tbprobe.Finding`s (rule, tag, first step, last value, threshold, message, hint).
+        """
+        return [] if self._monitor is None else list(self._monitor.findings)
 
     def close(self) -> None:
         """Flush and close the event file; a later `log` appends to the run in a new file."""

@@ -84,6 +84,12 @@ class SummaryBuilder:
         """Set a scalar string (plugin `text` unless `metadata` says otherwise)."""
         self._strings(tag, metadata, [value.encode() if isinstance(value, str) else value], ())
 
+    def remove(self, tag: str) -> None:
+        """Drop `tag`'s value, if set: written at some steps only (e.g. `tbprobe/health`)."""
+        value = self._values.pop(tag, None)
+        if value is not None:
+            self.summary.value.remove(value)
+
     def write(self, writer: Any, step: int) -> None:
         """Write the values as one event at `step`, whatever `record_if` says."""
         with writer.as_default(step=step), tf.summary.record_if(True):
