@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import pytest
 
@@ -26,6 +27,7 @@ def test_checks_are_frozen_and_replaceable():
     with pytest.raises(dataclasses.FrozenInstanceError):
         checks.dead_units = 0.5
     assert dataclasses.replace(checks, saturated=0.5) == Checks(dead_units=0.8, saturated=0.5)
+    assert pickle.loads(pickle.dumps(checks)) == checks
 
 
 def test_misspelt_check_names_the_closest():

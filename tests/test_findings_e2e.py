@@ -184,3 +184,27 @@ def test_healthy_cnn_trained_normally_has_no_finding(tmp_path):
     assert callback.probe.findings() == []
     counts = read_events(tmp_path / "probe")["tbprobe/findings"]["values"]
     assert [float(c) for c in counts] == [0.0] * 5
+
+
+@pytest.mark.slow
+def test_small_transformer_trained_normally_has_no_finding(tmp_path):
+    keras.utils.set_random_seed(0)
+    tokens = np.random.default_rng(0).integers(0, 20, (512, 12))
+    labels = (tokens == 3).any(axis=1).astype("int32")  # does token 3 occur?
+    inputs = keras.Input((12,), dtype="int32")
+    x = keras.layers.Embedding(20, 16, name="embed")(inputs)
+    attended = keras.layers.MultiHeadAttention(2, 8, name="attention")(x, x)
+    x = keras.layers.LayerNormalization(name="norm1")(x + attended)
+    ffn = keras.layers.Dense(32, activation="relu", name="ffn1")(x)
+    x = keras.layers.LayerNormalization(name="norm2")(x + keras.layers.Dense(16, name="ffn2")(ffn))
+    x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(x))
+    model.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    callback = tbprobe.ProbeCallback(tmp_path, sample=tokens[:16])
+    history = model.fit(tokens, labels, batch_size=32, epochs=3, verbose=0, callbacks=[callback])
+    assert history.history["accuracy"][-1] > 0.9  # it did learn
+    assert callback.probe.findings() == []
