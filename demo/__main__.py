@@ -4,7 +4,8 @@ Trains the same small CNN on generated shapes twice, with one difference, the le
 
 * `baseline`: Adam, learning rate 1e-3. It learns.
 * `high_lr`:  Adam, learning rate 3e-2. Its accuracy stays at chance. tbprobe shows why: within
-  the first epoch its ReLU layers go dead (sparsity and dead_units jump to 1, layer by layer).
+  the first epoch its ReLU layers go dead (sparsity and dead_units jump to 1, layer by layer),
+  and its diagnosis says so as it trains: one "dead layer" warning per layer, printed here.
 
 Each run has tbprobe's callback added in one line beside Keras's own TensorBoard callback. Then
 TensorBoard starts on both runs, named, side by side (skipped with --no-launch or CI=true), until
@@ -17,6 +18,7 @@ Usage: python -m demo [--runs-dir runs] [--epochs 6] [--train-size 3000] [--no-l
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import signal
@@ -62,7 +64,11 @@ def train_run(name: str, learning_rate: float, run_dir: Path, data: tuple, epoch
         verbose=2,
         callbacks=[keras.callbacks.TensorBoard(run_dir), probe],
     )
-    return {"val_accuracy": history.history["val_accuracy"][-1], "stats": probe.probe.stats()}
+    return {
+        "val_accuracy": history.history["val_accuracy"][-1],
+        "stats": probe.probe.stats(),
+        "findings": probe.probe.findings(),
+    }
 
 
 def print_summary(results: dict[str, dict]) -> None:
@@ -78,6 +84,16 @@ def print_summary(results: dict[str, dict]) -> None:
         print(f"{layer:10}{row}")
     accuracy = "".join(f"{r['val_accuracy']:>24.0%}" for r in results.values())
     print(f"{'val acc':10}{accuracy}")
+    print(f"{'findings':10}" + "".join(f"{len(r['findings']):>24}" for r in results.values()))
+
+
+def show_findings() -> None:
+    """Print tbprobe's findings (WARNINGs of the "tbprobe" logger) as they appear, on stdout."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
+    logger = logging.getLogger("tbprobe")
+    logger.addHandler(handler)
+    logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Train both runs, print what tbprobe saw, then serve them in TensorBoard until Ctrl-C."""
+    show_findings()
     started = time.perf_counter()
     from demo.data import make_shapes
 
@@ -112,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     print_summary(results)
     print(f"\nTrained both runs in {time.perf_counter() - started:.0f} s.")
     print(f"Compare them offline: tbprobe report {runs_dir} -o report/")
+    print(f"Diagnose them offline: tbprobe check {runs_dir}")
     if args.no_launch:
         print(f"Browse them: tbprobe launch {' '.join(f'{n}={d}' for n, d in run_dirs.items())}")
         return 0

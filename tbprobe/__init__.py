@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "Checks",
+    "Finding",
+    "FindingsError",
     "Probe",
     "ProbeCallback",
     "ProbeModel",
@@ -29,6 +32,9 @@ __all__ = [
 ]
 
 _HOMES = {
+    "Checks": "tbprobe.findings",
+    "Finding": "tbprobe.findings",
+    "FindingsError": "tbprobe.findings",
     "Probe": "tbprobe.probe",
     "ProbeCallback": "tbprobe.callback",
     "ProbeModel": "tbprobe.probing",
@@ -43,6 +49,7 @@ _HOMES = {
 if TYPE_CHECKING:
     from tbprobe.callback import ProbeCallback
     from tbprobe.event_file import ProbeWriteError
+    from tbprobe.findings import Checks, Finding, FindingsError
     from tbprobe.launcher import TensorBoardHandle, launch
     from tbprobe.probe import Probe
     from tbprobe.probing import ProbedOutput, ProbeModel, probe_model, select_layers

@@ -18,9 +18,12 @@ from typing import Any
 import keras
 
 from tbprobe.event_file import check_writable
+from tbprobe.findings import Checks, FindingsError, resolve_checks
 from tbprobe.options import LogOptions, document_options, positive_int
 from tbprobe.probe import Probe, first_batch
 from tbprobe.selection import LayerSpec
+
+ON_FINDING = ("warn", "stop", "raise")
 
 
 @document_options
@@ -40,6 +43,11 @@ class ProbeCallback(keras.callbacks.Callback):
             a little speed even between logs.
         log_on_train_begin: also log when training starts, so that the charts begin with the
             initial state (skipped when that step was logged already, e.g. by an earlier fit).
+        checks: the diagnosis after each log: a `tbprobe.Checks`, True for the defaults,
+            False for none (see `Probe`).
+        on_finding: what a log with findings does besides logging them as WARNINGs: `"warn"`
+            nothing more, `"stop"` sets `model.stop_training` (fit ends after this batch or
+            epoch), `"raise"` raises `tbprobe.FindingsError` carrying the findings.
         **options: how each output is logged, as for `tbprobe.Probe`:
             {options}
 
@@ -62,6 +70,8 @@ class ProbeCallback(keras.callbacks.Callback):
         every_n_epochs: int = 1,
         every_n_batches: int | None = None,
         log_on_train_begin: bool = True,
+        checks: Checks | bool | None = True,
+        on_finding: str = "warn",
         **options: Any,
     ):
         super().__init__()
@@ -75,6 +85,13 @@ class ProbeCallback(keras.callbacks.Callback):
         self.sample = first_batch(sample)
         self.layers = layers
         self.log_on_train_begin = bool(log_on_train_begin)
+        self.checks = resolve_checks(checks)
+        if on_finding not in ON_FINDING:
+            raise ValueError(
+                f"Invalid value for argument `on_finding`. Received: on_finding={on_finding!r}. "
+                f"Expected one of {', '.join(map(repr, ON_FINDING))}."
+            )
+        self.on_finding = on_finding
         check_writable(self.log_dir)
         self.probe: Probe | None = None
         self._epoch_start_step = 0
@@ -121,6 +138,11 @@ class ProbeCallback(keras.callbacks.Callback):
             self.probe.log(step)
             self._last_logged = step
             self._logged_once = True
+            findings = self.probe.findings()
+            if findings and self.on_finding == "stop":
+                self.model.stop_training = True
+            elif findings and self.on_finding == "raise":
+                raise FindingsError(findings)
 
     def _global_step(self) -> int:
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
@@ -133,5 +155,6 @@ class ProbeCallback(keras.callbacks.Callback):
             self.log_dir,
             self.sample,
             layers=self.layers,
+            checks=False if self.checks is None else self.checks,
             **self.options,
         )

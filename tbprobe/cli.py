@@ -1,4 +1,4 @@
-"""The `tbprobe` command: `tbprobe launch ...` and `tbprobe report ...`.
+"""The `tbprobe` command: `tbprobe launch ...`, `tbprobe report ...` and `tbprobe check ...`.
 
 Every subcommand is one row of `SUBCOMMANDS`: its name, a one-line summary, a function adding
 its arguments to its parser and a function running it. Both functions import the module that
@@ -131,16 +131,21 @@ def run_launch(args: argparse.Namespace) -> int:
         restore_signals()
 
 
-def add_report_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of `tbprobe report` to `parser`."""
-    from tbprobe.report import DEFAULT_DEAD_THRESHOLD, DEFAULT_MAX_LAYERS
-
+def add_runs_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the positional RUN_OR_PARENT arguments of `tbprobe report` and `tbprobe check`."""
     parser.add_argument(
         "runs",
         nargs="+",
         metavar="RUN_OR_PARENT",
         help="a run folder (holding probe/), a folder with runs below it, or NAME=PATH",
     )
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of `tbprobe report` to `parser`."""
+    from tbprobe.report import DEFAULT_DEAD_THRESHOLD, DEFAULT_MAX_LAYERS
+
+    add_runs_argument(parser)
     parser.add_argument("-o", "--out", required=True, help="output folder for index.html")
     parser.add_argument(
         "--dead-threshold",
@@ -178,6 +183,35 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of `tbprobe check` to `parser`."""
+    add_runs_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print the findings as JSON")
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Run `tbprobe check`.
+
+    Returns:
+        1 when a run has a finding, 0 when none has, 2 for bad paths (printed to stderr).
+    """
+    import json
+
+    from tbprobe.check import check_runs, findings_json, findings_text
+
+    try:
+        results = check_runs(*args.runs)
+    except (ValueError, TypeError) as error:
+        print(f"tbprobe check: error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([findings_json(result) for result in results], indent=2))
+    else:
+        for result in results:
+            print(findings_text(result))
+    return 1 if any(result.findings for result in results) else 0
+
+
 SUBCOMMANDS = (
     Subcommand(
         "launch",
@@ -190,6 +224,12 @@ SUBCOMMANDS = (
         "write a static HTML/PNG report comparing runs",
         add_report_arguments,
         run_report,
+    ),
+    Subcommand(
+        "check",
+        "print each run's findings; exit 1 when a run has one",
+        add_check_arguments,
+        run_check,
     ),
 )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import tensorflow as tf
@@ -99,7 +100,8 @@ class EventFile:
         try:
             if self._writer is None:
                 self._open()
-            summaries[0].write(self._writer, step, *summaries[1:])
+            with _default_writer_kept():
+                summaries[0].write(self._writer, step, *summaries[1:])
         except tf.errors.OpError as error:
             self._fail(step, _describe(error))
         self._pending += record_size(sum(s.summary.ByteSize() for s in summaries), step)
@@ -158,6 +160,27 @@ class EventFile:
             f"Could not write log step {step} to {self.folder!r}: {cause}. The steps logged "
             "before it are on disk; free space or pick another log_dir."
         )
+
+
+@contextlib.contextmanager
+def _default_writer_kept() -> Iterator[None]:
+    """Restore TensorFlow's default summary writer and step if the block raises.
+
+    `SummaryWriter.as_default()` flushes on exit BEFORE it restores the previous default writer
+    (TensorFlow 2.21, `_SummaryContextManager.__exit__`): when that flush fails (disk full), our
+    broken writer stays the process's default, and every later `tf.summary` call, Keras's
+    TensorBoard callback's included, fails on it. There is no public getter for the default
+    writer, hence the private `_summary_state`, used here only.
+    """
+    from tensorflow.python.ops import summary_ops_v2
+
+    state = summary_ops_v2._summary_state
+    writer, step = state.writer, state.step
+    try:
+        yield
+    except BaseException:
+        state.writer, state.step = writer, step
+        raise
 
 
 def record_size(length: int, step: int) -> int:

@@ -6,7 +6,9 @@ A run is a folder holding a `probe/` subfolder of TensorBoard event files
 Tags are `<layer>/<metric>`, where the layer path may itself contain `/` and the metric is the
 last component: scalars (`sparsity`, `dead_units`, `mean`, `std`, `nonfinite`, ...), the
 `activations` histogram (a `[k, 3]` float64 tensor of rows `(left_edge, right_edge, count)`),
-images (skipped here) and the text summary `tbprobe/manifest`.
+images (skipped here) and the text summary `tbprobe/manifest`. The run's diagnosis
+(`tbprobe/health`, `tbprobe/findings`) is not a layer and is skipped: `tbprobe.monitor.diagnose`
+recomputes it from the scalars.
 
 An event file is a sequence of TFRecords, little-endian::
 
@@ -35,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from tbprobe.runs import PROBE_RUNS, event_files, find_runs, run_of
-from tbprobe.tags import HISTOGRAM_METRIC, MANIFEST_TAG, PROBE_DIR
+from tbprobe.tags import HISTOGRAM_METRIC, MANIFEST_TAG, PROBE_DIR, RUN_TAGS
 
 _KEPT_PLUGINS = ("scalars", "histograms", "text")
 _HEADER = struct.Struct("<QI")
@@ -158,7 +160,7 @@ class _RunReader:
             text = array.reshape(-1)[0] if array.size else b""
             if self.manifest is None or step >= self.manifest[0]:
                 self.manifest = step, text.decode("utf-8", "replace")
-        elif not layer or array.dtype.kind not in "fiu":
+        elif not layer or value.tag in RUN_TAGS or array.dtype.kind not in "fiu":
             return
         elif array.ndim == 0:
             self.scalars.setdefault(layer, {}).setdefault(metric, {})[step] = float(array)

@@ -11,7 +11,9 @@ images become PNGs and everything one `Summary` protobuf written as one event
 values, a second compiled function (traced on first need) recomputes its reductions exactly.
 
 Events go to `<log_dir>/probe`, flushed after every log step; the tags are listed in
-`tbprobe.tags` and the README.
+`tbprobe.tags` and the README. With `checks` (the default), the diagnosis of `tbprobe.monitor`
+runs after each log: the scalar `tbprobe/findings` every log, the text `tbprobe/health` at the
+logs where the findings changed.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import tensorflow as tf
 
 from tbprobe import summaries
 from tbprobe.event_file import EventFile, check_writable
+from tbprobe.findings import Checks, Finding, resolve_checks
 from tbprobe.images import colormap_palette
+from tbprobe.monitor import FindingsMonitor, add_health, log_change
 from tbprobe.options import LogOptions, document_options, positive_int
 from tbprobe.plans import OutputPlan, plan_output
 from tbprobe.probing import ProbedOutput, probe_model
@@ -59,6 +63,10 @@ class Probe:
             for multi-input models, or a `tf.data.Dataset` (its first batch, labels dropped).
         layers: `None` for every layer, or names, paths, glob patterns and layer classes.
         every: `log(step)` logs when `step % every == 0`.
+        checks: the diagnosis after each log (`tbprobe.monitor`): a `tbprobe.Checks` of
+            thresholds, True for the defaults, False for none. Findings are logged as WARNINGs
+            of the `"tbprobe"` logger, written as `tbprobe/health` and `tbprobe/findings`, and
+            returned by `findings()`.
         **options: how each output is logged (`tbprobe.options.LogOptions`):
             {options}
 
@@ -81,6 +89,7 @@ class Probe:
         sample: Any,
         layers: LayerSpec | Iterable[LayerSpec] | None = None,
         every: int = 1,
+        checks: Checks | bool | None = True,
         **options: Any,
     ):
         self.every = positive_int("every", every)
@@ -102,6 +111,8 @@ class Probe:
         self._image_summary = summaries.SummaryBuilder()
         self._logs = 0
         self._last: list[OutputReduction] | None = None
+        resolved = resolve_checks(checks)
+        self._monitor = None if resolved is None else FindingsMonitor(resolved)
 
     def log(self, step: int | Any) -> bool:
         """Log the probe batch's activations at `step` if `step % every == 0`.
@@ -126,16 +137,24 @@ class Probe:
         )
         reductions, images = self._run(with_images)
         self._logs += 1
-        if not self._header_written:
+        first_log = not self._header_written
+        if first_log:
             header = summaries.SummaryBuilder()
             summaries.add_run_header(header, [self._manifest_row(plan) for plan in self._plans])
             self._events.write(step, header)
         builder = self._summary
+        logged: dict[str, dict[str, float]] = {}
         for plan, values in zip(self._plans, reductions, strict=True):
             tag = plan.output.tag
-            summaries.add_layer_values(builder, tag, values.scalars(), values.histogram())
+            logged[tag] = values.scalars()
+            summaries.add_layer_values(builder, tag, logged[tag], values.histogram())
             if plan.spec.bounds is not None:
+                logged[tag][SATURATED] = values.saturated
                 builder.scalar(f"{tag}/{SATURATED}", values.saturated)
+        if self._monitor is not None:
+            change = self._monitor.update(step, logged)
+            log_change(change)
+            add_health(builder, change, text=change.changed or first_log)
         extra = []
         if with_images:
             shown = [plan for plan in self._plans if plan.image is not None]
@@ -160,6 +179,14 @@ class Probe:
             plan.output.tag: values.scalars()
             for plan, values in zip(self._plans, self._last, strict=True)
         }
+
+    def findings(self) -> list[Finding]:
+        """The diagnosis after the last log: every finding active (none with `checks=False`).
+
+        Returns:
+            `tbprobe.Finding`s (rule, tag, first step, last value, threshold, message, hint).
+        """
+        return [] if self._monitor is None else list(self._monitor.findings)
 
     def close(self) -> None:
         """Flush and close the event file; a later `log` appends to the run in a new file."""

@@ -10,6 +10,7 @@ given and named as `tbprobe launch` takes and names them (`tbprobe.runs`), and w
   steps for mean and std), the others in thin gray, and the caption says so;
 * per layer, the last `activations` histogram of every run overlaid, which TensorBoard, showing
   one card per run, cannot do;
+* at the top, each run's findings (`tbprobe.monitor.diagnose`, as `tbprobe check` prints them);
 * a table of each layer's last values per run, with the cells of mostly dead layers
   (`dead_units >= dead_threshold`) and of layers with non-finite values (`nonfinite > 0`)
   carrying the CSS classes `dead` and `nonfinite`, and their rows the class `flagged`.
@@ -32,6 +33,7 @@ import numpy as np
 
 from tbprobe.events import RunData, read_run
 from tbprobe.figures import histogram_figures, metric_figure
+from tbprobe.monitor import diagnose
 from tbprobe.runs import PROBE_RUNS, check_distinct_names, parse_run_arguments
 from tbprobe.tags import SCALAR_NAMES
 
@@ -114,7 +116,8 @@ def write_report(
     for stale in [*figures.glob("metric-*.png"), *figures.glob("hist-*.png")]:
         stale.unlink()  # from an earlier report into the same folder
     layers = list(dict.fromkeys(layer for r in data for layer in r.layers))
-    body = [f"<h1>{_e(title)}</h1>", _runs_section(data), "<h2>Last values</h2>"]
+    body = [f"<h1>{_e(title)}</h1>", _findings_section(data), _runs_section(data)]
+    body.append("<h2>Last values</h2>")
     body.append(_table(data, layers, metrics, dead_threshold))
     body.append("<h2>Metrics over steps</h2>")
     for metric in metrics:
@@ -176,6 +179,17 @@ def _histogram_section(runs: list[RunData], layers: list[str], folder: Path) -> 
         else:
             html_parts.append(_figure(f"figures/{name}", layer, caption))
     return html_parts
+
+
+def _findings_section(runs: list[RunData]) -> str:
+    """Each run's findings at its last step (`tbprobe.monitor.diagnose`), as `tbprobe check`."""
+    items = []
+    for r in runs:
+        findings = diagnose(r.scalars)
+        lines = "".join(f'<li class="finding">{_e(f.message)}</li>' for f in findings)
+        text = f"{len(findings)} finding(s)<ul>{lines}</ul>" if findings else "no finding"
+        items.append(f"<li><b>{_e(r.name)}</b>: {text}</li>")
+    return "<h2>Findings</h2><ul>" + "".join(items) + "</ul>"
 
 
 def _runs_section(runs: list[RunData]) -> str:

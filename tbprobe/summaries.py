@@ -86,6 +86,13 @@ class SummaryBuilder:
         """Set a scalar string (plugin `text` unless `metadata` says otherwise)."""
         self._strings(tag, metadata, [value.encode() if isinstance(value, str) else value], ())
 
+    def remove(self, tag: str) -> None:
+        """Drop `tag`'s value, if set: written at some steps only (e.g. `tbprobe/health`)."""
+        self._scalars.pop(tag, None)
+        value = self._values.pop(tag, None)
+        if value is not None:
+            self.summary.value.remove(value)
+
     def write(self, writer: Any, step: int, *others: SummaryBuilder) -> None:
         """Write these values, and those of `others`, as one event at `step`, whatever
         `record_if` says. (Serialized `Summary` messages concatenate into their union.)"""

@@ -16,3 +16,6 @@ FEATURE_MAPS = "feature_maps"  # rank-4 outputs: a grid of channels per shown sa
 HEATMAP = "heatmap"  # rank-2 and rank-3 outputs
 IMAGE_KINDS = (FEATURE_MAPS, HEATMAP)
 MANIFEST_TAG = "tbprobe/manifest"
+HEALTH_TAG = "tbprobe/health"  # text: the findings, at each log where they changed
+FINDINGS_TAG = "tbprobe/findings"  # scalar: how many findings are active, every log
+RUN_TAGS = (MANIFEST_TAG, HEALTH_TAG, FINDINGS_TAG)  # about the whole run, not a layer

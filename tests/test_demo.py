@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +48,26 @@ def test_demo_trains_two_runs_and_tells_them_apart(tmp_path):
         assert high_lr[f"{layer}/dead_units"]["values"][0] == start
         assert high_lr[f"{layer}/dead_units"]["values"][-1] > 0.9
         assert baseline[f"{layer}/dead_units"]["values"][-1] < 0.5
+    # The diagnosis, as it trains: high_lr's dead layers named in WARNINGs, baseline quiet.
+    trained_baseline, trained_high_lr = done.stdout.split("== run 'high_lr'")
+    assert "tbprobe WARNING" not in trained_baseline
+    named = set(re.findall(r"^  (\w+): \d+% of its units output 0", trained_high_lr, re.M))
+    named |= set(re.findall(r"WARNING: dead layer in (\w+) since step", trained_high_lr))
+    assert {"conv1", "conv2", "conv3"} <= named
+    last = {k.split("/")[0]: e["values"][-1] for k, e in high_lr.items() if "/dead_units" in k}
+    dead = {layer for layer, value in last.items() if value >= 0.9}
+    assert named == dead
+    # and offline: `tbprobe check` names the same dead layers, and exits 1.
+    check = subprocess.run(
+        [sys.executable, "-m", "tbprobe.cli", "check", "--json", str(runs)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 1, check.stderr
+    results = {r["run"]: r["findings"] for r in json.loads(check.stdout)}
+    assert results["baseline"] == []
+    assert {f["tag"] for f in results["high_lr"] if f["rule"] == "dead_layer"} == dead
 
 
 @pytest.mark.slow

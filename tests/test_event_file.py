@@ -127,6 +127,11 @@ def test_a_later_log_starts_a_new_event_file(tiny_cnn, image_batch, tmp_path):
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
         signal.signal(signal.SIGXFSZ, handler)
+    # The failed writer did not stay TensorFlow's default: a plain tf.summary call with no
+    # writer of its own records nothing (TensorFlow's as_default() flushes before it restores).
+    import tensorflow as tf
+
+    assert not tf.summary.scalar("unrelated", 1.0, step=0)
     assert probe.log(2)  # room again
     probe.close()
     assert len(list((run / "probe").iterdir())) == 2

@@ -37,6 +37,7 @@ def test_exact_tags_and_plugins(logged_run):
     run, _ = logged_run
     events = read_events(run / "probe")
     expected = {"tbprobe/manifest": "text", "custom_scalars__config__": "custom_scalars"}
+    expected |= {"tbprobe/health": "text", "tbprobe/findings": "scalars"}  # the diagnosis
     for tag in ["conv1", "pool", "conv2", "flatten", "dense", "out"]:
         expected.update({f"{tag}/{metric}": plugin for metric, plugin in METRICS.items()})
     for tag in ["conv1", "pool", "conv2"]:
@@ -46,6 +47,8 @@ def test_exact_tags_and_plugins(logged_run):
     assert {tag: e["plugin"] for tag, e in events.items()} == expected
     assert events["conv1/sparsity"]["steps"] == [0, 5]
     assert events["tbprobe/manifest"]["steps"] == [0]
+    assert events["tbprobe/health"]["steps"] == [0]  # and where the findings change
+    assert events["tbprobe/findings"]["steps"] == [0, 5]
 
 
 def test_values_match_numpy(logged_run, tiny_cnn, image_batch):

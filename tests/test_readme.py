@@ -61,6 +61,8 @@ def test_python_snippets_print_what_they_compute(readme_runs):
     ]
     assert tags == ["conv1", "logits"]
     assert tuple(namespace["activations"]["conv1"].shape) == (4, 26, 26, 8)
+    assert namespace["probe"].probe_model.probed_model is namespace["model"]
+    assert namespace["probe"].findings() == []  # the Diagnosis snippet's probe, as it prints
 
 
 def test_comparing_runs_commands(readme_runs, tmp_path):
