@@ -5,3 +5,5 @@ point, so any TensorBoard in an environment where tbprobe is installed shows the
 holds tbprobe data. `tbprobe.dashboard.data` reads through TensorBoard's data provider;
 ``static/`` holds the ES-module frontend (no build step).
 """
+
+PLUGIN_NAME = "tbprobe"  # the plugin's routes (data/plugin/tbprobe/) and its tab (#tbprobe)

@@ -162,7 +162,7 @@ def overview(source: Source, metric: str, runs: list[str]) -> dict[str, dict[str
         NotFound: A run is not a tbprobe run, or none of `runs` logs `metric`.
     """
     index = probe_runs(source, runs)
-    _check_runs(runs, index)
+    _check_runs(source, runs, index)
     known = order_metrics({m for run in runs for m in index[run]["metrics"]})
     if metric not in known:
         raise NotFound(f"No run of {runs} logs metric {metric!r}{_did_you_mean(metric, known)}")
@@ -214,7 +214,7 @@ def layer_view(source: Source, tag: str, runs: list[str]) -> dict[str, dict[str,
         NotFound: A run is not a tbprobe run, or no run holds `tag`.
     """
     index = probe_runs(source, runs)
-    _check_runs(runs, index)
+    _check_runs(source, runs, index)
     if not any(tag in index[run]["layers"] or tag in index[run]["histograms"] for run in runs):
         known = sorted({layer for run in runs for layer in index[run]["layers"]})
         raise NotFound(f"No run of {runs} holds layer {tag!r}{_did_you_mean(tag, known)}")
@@ -259,7 +259,11 @@ def findings(source: Source, runs: list[str]) -> dict[str, dict[str, Any]]:
     Returns:
         ``{run: {"step": int, "text": markdown, "rows": [{column: cell}]}}``; rows come from the
         Markdown table, cells without backticks.
+
+    Raises:
+        NotFound: A run is not a tbprobe run.
     """
+    _check_runs(source, runs, probe_runs(source, runs))
     data = source.read("tensors", "text", runs=runs, tags=[HEALTH_TAG])
     result = {}
     for run, tags in data.items():
@@ -316,13 +320,15 @@ def _image_tags(tags: Iterable[str]) -> dict[str, list[str]]:
     return images
 
 
-def _check_runs(runs: list[str], index: dict[str, Any]) -> None:
-    for run in runs:
-        if run not in index:
-            raise NotFound(
-                f"Unknown run {run!r}: not a tbprobe run of this TensorBoard"
-                f"{_did_you_mean(run, list(index))}"
-            )
+def _check_runs(source: Source, runs: list[str], index: dict[str, Any]) -> None:
+    """Raise `NotFound` naming the first of `runs` missing from `index`, with a close name."""
+    unknown = [run for run in runs if run not in index]
+    if unknown:
+        known = list(probe_runs(source))
+        raise NotFound(
+            f"Unknown run {unknown[0]!r}: not a tbprobe run of this TensorBoard"
+            f"{_did_you_mean(unknown[0], known)}"
+        )
 
 
 def _did_you_mean(name: str, known: list[str]) -> str:

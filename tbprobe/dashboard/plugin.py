@@ -34,9 +34,8 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from tbprobe.dashboard import data
+from tbprobe.dashboard import PLUGIN_NAME, data
 
-PLUGIN_NAME = "tbprobe"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css"}
 _IMAGE_TYPES = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif"}
