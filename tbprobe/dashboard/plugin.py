@@ -11,18 +11,21 @@ Routes (runs are TensorBoard run names such as ``baseline/probe``; ``run`` may r
 * ``runs``: ``{"runs": {run: {"layers", "metrics", "histograms", "images", "health"}},
   "metrics": [name]}``, see `data.probe_runs`.
 * ``overview?metric=M&run=R...``: ``{"metric": M, "runs": {run: {"layers", "steps",
-  "values", "missing"}}}``, see `data.overview`.
+  "values", "missing"}}}``, see `overview.overview`; without ``metric`` the first metric
+  logged, without ``run`` every tbprobe run (what the page shows first).
 * ``layer?tag=T&run=R...``: ``{"tag": T, "runs": {run: {"histograms", "scalars",
-  "images"}}}``, see `data.layer_view`; image blob keys are read through ``blob``.
+  "images"}}}``, see `views.layer_view`; image blob keys are read through ``blob``.
 * ``blob?key=K``: the image bytes (PNG) of a blob key from ``layer``.
-* ``findings?run=R...``: ``{"runs": {run: {"step", "text", "rows"}}}``, see `data.findings`.
+* ``findings?run=R...``: ``{"runs": {run: {"step", "text", "rows"}}}``, see `views.findings`.
 * ``static/*``: the frontend's files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import posixpath
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,8 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from tbprobe.dashboard import PLUGIN_NAME, data
+from tbprobe.dashboard import PLUGIN_NAME, data, overview, views
+from tbprobe.dashboard.cache import VersionedCache
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css"}
@@ -63,6 +67,8 @@ class TbprobePlugin(base_plugin.TBPlugin):
             for plugin, count in (context.sampling_hints or {}).items()
             if count is not None
         }
+        self._cache = VersionedCache()
+        self._warming: threading.Thread | None = None
 
     def get_plugin_apps(self) -> dict[str, Callable]:
         return {
@@ -75,11 +81,30 @@ class TbprobePlugin(base_plugin.TBPlugin):
         }
 
     def is_active(self) -> bool:
-        """Whether some run holds tbprobe data (the plugin listing calls it without a request)."""
+        """Whether some run holds tbprobe data (the plugin listing calls it without a request).
+
+        When it does, the overview of the first metric is computed in the background: the
+        listing comes when TensorBoard's page loads, seconds before the tab asks for it.
+        """
         if self._provider is None:
             return False
-        source = data.Source(self._provider, tb_context.RequestContext(), "", self._downsample)
-        return data.has_probe_data(source)
+        source = self._default_source()
+        active = data.has_probe_data(source)
+        if active and (self._warming is None or not self._warming.is_alive()):
+            self._warming = threading.Thread(
+                target=self._warm, args=(source,), name="tbprobe-warm", daemon=True
+            )
+            self._warming.start()
+        return active
+
+    def _default_source(self) -> data.Source:
+        """The data of the default experiment, outside any request (as the listing sees it)."""
+        context = tb_context.RequestContext()
+        return data.Source(self._provider, context, "", self._downsample, self._cache)
+
+    def _warm(self, source: data.Source) -> None:
+        with contextlib.suppress(data.NotFound):  # no metric logged yet
+            overview.overview(source, None, None)
 
     def frontend_metadata(self) -> base_plugin.FrontendMetadata:
         return base_plugin.FrontendMetadata(es_module_path="/static/index.js", tab_name="tbprobe")
@@ -90,15 +115,16 @@ class TbprobePlugin(base_plugin.TBPlugin):
         return {"runs": runs, "metrics": metrics}
 
     def _overview(self, source: data.Source, args: Any) -> dict[str, Any]:
-        metric = _required(args, "metric")
-        return {"metric": metric, "runs": data.overview(source, metric, _runs(args))}
+        runs = list(dict.fromkeys(args.getlist("run"))) or None
+        metric, matrices = overview.overview(source, args.get("metric") or None, runs)
+        return {"metric": metric, "runs": matrices}
 
     def _layer(self, source: data.Source, args: Any) -> dict[str, Any]:
         tag = _required(args, "tag")
-        return {"tag": tag, "runs": data.layer_view(source, tag, _runs(args))}
+        return {"tag": tag, "runs": views.layer_view(source, tag, _runs(args))}
 
     def _findings(self, source: data.Source, args: Any) -> dict[str, Any]:
-        return {"runs": data.findings(source, _runs(args))}
+        return {"runs": views.findings(source, _runs(args))}
 
     def _route(self, handler: Callable[[data.Source, Any], Any]) -> Callable:
         """A WSGI app answering `handler`'s result as JSON, and errors as 4xx JSON."""
@@ -124,6 +150,7 @@ class TbprobePlugin(base_plugin.TBPlugin):
             plugin_util.context(request.environ),
             plugin_util.experiment_id(request.environ),
             self._downsample,
+            self._cache,
         )
 
     @wrappers.Request.application

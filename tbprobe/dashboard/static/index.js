@@ -19,7 +19,10 @@ const state = {
   step: null,
   histogramMode: 'overlay',
 };
-const matrices = new Map(); // `${metric}\n${run}` -> decoded overview matrix
+// The overview is fetched again after TensorBoard's default reload interval, for live runs.
+const FRESH_MS = 30000;
+const matrices = new Map(); // `${metric}\n${run}` -> {matrix, time fetched}
+let prefetches = 0; // generation of the latest background prefetch
 const layers = new Map(); // `${tag}\n${runs}` -> layer route answer
 const page = {};
 
@@ -46,8 +49,12 @@ export async function render() {
   page.overview = element('div', 'overview');
   page.layer = element('div', 'layer-view');
   document.body.append(page.controls, page.error, page.findings, page.overview, page.layer);
+  // The first overview (first metric, every run) is asked for beside the run list.
+  let first;
   try {
-    state.index = await getJson('runs');
+    [state.index, first] = await Promise.all([
+      getJson('runs'), getJson('overview').catch(() => null),
+    ]);
   } catch (error) {
     return showError(error);
   }
@@ -56,9 +63,13 @@ export async function render() {
     page.overview.textContent = 'No tbprobe run yet: log one with tbprobe.Probe or ProbeCallback.';
     return;
   }
+  if (first) store(first);
   state.selected = runs;
-  state.metric = state.index.metrics[0];
+  state.metric = first ? first.metric : state.index.metrics[0];
   drawControls();
+  setInterval(() => {
+    if (state.view === 'overview' && !document.hidden) showOverview();
+  }, FRESH_MS);
   await Promise.all([showOverview(), showFindings()]);
 }
 
@@ -128,13 +139,38 @@ function refresh() {
   return state.view === 'layer' ? showLayer() : showOverview();
 }
 
-async function fetchMatrix(metric, run) {
-  const key = `${metric}\n${run}`;
-  if (!matrices.has(key)) {
-    const answer = await getJson('overview', [['metric', metric], ...runParams([run])]);
-    matrices.set(key, decodeMatrix(answer.runs[run]));
+/** Keep the matrices of an overview answer. */
+function store(answer) {
+  for (const [run, matrix] of Object.entries(answer.runs)) {
+    matrices.set(`${answer.metric}\n${run}`, {matrix: decodeMatrix(matrix), time: performance.now()});
   }
-  return matrices.get(key);
+}
+
+/** The overview matrices of `metric` for `runs`, in one request for those not fetched lately. */
+async function fetchMatrices(metric, runs) {
+  const fresh = (run) => {
+    const entry = matrices.get(`${metric}\n${run}`);
+    return entry && performance.now() - entry.time < FRESH_MS;
+  };
+  const stale = runs.filter((run) => !fresh(run));
+  if (stale.length) store(await getJson('overview', [['metric', metric], ...runParams(stale)]));
+  return runs.map((run) => matrices.get(`${metric}\n${run}`).matrix);
+}
+
+/** Fetch the other metrics of `runs`, one metric a request, so that switching is instant. */
+async function prefetchMetrics(runs) {
+  const generation = ++prefetches;
+  delete page.overview.dataset.prefetched;
+  for (const metric of state.index.metrics) {
+    const logging = runs.filter((run) => state.index.runs[run].metrics.includes(metric));
+    if (generation !== prefetches) return;
+    try {
+      await fetchMatrices(metric, logging);
+    } catch (error) {
+      return;
+    }
+  }
+  page.overview.dataset.prefetched = 'true';
 }
 
 async function showOverview() {
@@ -146,7 +182,7 @@ async function showOverview() {
   const wanted = reference && !runs.includes(reference) ? [...runs, reference] : runs;
   let fetched;
   try {
-    fetched = await Promise.all(wanted.map((run) => fetchMatrix(metric, run)));
+    fetched = await fetchMatrices(metric, wanted);
     showError(null);
   } catch (error) {
     return showError(error);
@@ -172,6 +208,7 @@ async function showOverview() {
   });
   page.overview.dataset.painted = 'true';
   performance.mark(`tbprobe-overview-painted-${metric}`);
+  prefetchMetrics(wanted);
 }
 
 /** Open the layer view of `tag` at `step` (from a heatmap cell or a finding). */

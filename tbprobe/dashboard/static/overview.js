@@ -164,7 +164,11 @@ function heatmap(panel, rows, rowHeight, width, scale, options) {
   cells.forEach(({values, missing}, r) => {
     for (let c = 0; c < columns; c++) {
       const rgb = missing[c] ? MISSING_COLOR : scale.color(values[c]);
-      pixels.data.set([...rgb, 255], 4 * (r * columns + c));
+      const offset = 4 * (r * columns + c);
+      pixels.data[offset] = rgb[0];
+      pixels.data[offset + 1] = rgb[1];
+      pixels.data[offset + 2] = rgb[2];
+      pixels.data[offset + 3] = 255;
     }
   });
   const context = canvas.getContext('2d');
