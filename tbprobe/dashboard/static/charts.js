@@ -161,7 +161,9 @@ export function lineChart(series, chosen, title, width = 300, height = 150) {
     context.stroke();
   }
   if (Number.isFinite(chosen)) {
-    context.strokeStyle = '#f57c00';
+    context.strokeStyle = '#9e9e9e';
+    context.setLineDash([4, 3]);
+    context.lineWidth = 1;
     context.beginPath();
     context.moveTo(x(chosen), MARGIN.top);
     context.lineTo(x(chosen), height - MARGIN.bottom);

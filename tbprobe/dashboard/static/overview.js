@@ -83,7 +83,7 @@ export function renderOverview(container, options) {
   drawColorBar(bar, scale, options.caption);
   const grid = document.createElement('div');
   grid.className = 'heatmaps';
-  const rowHeight = rows.length <= 40 ? 16 : rows.length <= 120 ? 10 : 4;
+  const rowHeight = rows.length <= 40 ? 18 : rows.length <= 120 ? 10 : 4;
   const available = Math.max(container.clientWidth - LABEL_WIDTH - 40, 300);
   grid.append(labelColumn(rows, rowHeight, options.onToggle));
   const painted = [];
@@ -146,7 +146,7 @@ function rowValues(matrix, row) {
 function heatmap(panel, rows, rowHeight, width, scale, options) {
   const {matrix} = panel;
   const columns = matrix.steps.length;
-  const cellWidth = Math.max(1, Math.min(24, Math.floor(width / Math.max(columns, 1))));
+  const cellWidth = Math.max(1, Math.min(48, Math.floor(width / Math.max(columns, 1))));
   const figure = document.createElement('figure');
   figure.className = 'heatmap';
   const title = document.createElement('figcaption');
