@@ -290,6 +290,21 @@ def test_overview_and_layer_view_in_chromium(chromium, tensorboard, runs):
             frame.locator(".select-metric").select_option("mean")
             expect(overview).to_have_attribute("data-metric", "mean", timeout=timeout)
 
+            # Difference from baseline: the other runs on a scale symmetric around zero.
+            frame.locator(".select-compare").select_option("baseline/probe")
+            canvases = frame.locator(".overview[data-painted=true] .heatmap canvas")
+            expect(canvases).to_have_count(len(PROBE_RUNS) - 1, timeout=timeout)
+            means = {
+                r: np.array([logged[r].scalars[layer]["mean"][1] for layer in LAYERS], np.float32)
+                for r in PROBE_RUNS
+            }
+            largest = max(np.abs(means[r] - means["baseline/probe"]).max() for r in PROBE_RUNS)
+            for attribute, expected in (("data-vmin", -largest), ("data-vmax", largest)):
+                value = float(canvases.first.get_attribute(attribute))
+                assert value == pytest.approx(float(expected), rel=1e-5)
+            frame.locator(".select-compare").select_option("")
+            expect(canvases).to_have_count(len(PROBE_RUNS), timeout=timeout)
+
             # A click on high_lr's conv1 cell at step 1 opens conv1 at step 1.
             canvas = frame.locator("canvas[data-run='high_lr/probe']")
             width, height = canvas.evaluate("c => [+c.dataset.cellWidth, +c.dataset.cellHeight]")
