@@ -23,7 +23,9 @@ export function runParams(runs) {
  * that hold no value set to NaN and flagged in `missing`.
  */
 export function decodeMatrix(matrix) {
-  const bytes = Uint8Array.from(atob(matrix.values), (c) => c.charCodeAt(0));
+  const text = atob(matrix.values);
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
   const values = new Float32Array(bytes.buffer);
   const missing = new Uint8Array(values.length);
   for (const index of matrix.missing) {
