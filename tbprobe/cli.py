@@ -108,7 +108,10 @@ def run_launch(args: argparse.Namespace) -> int:
             tensorboard_args=shlex.split(args.tensorboard_args),
         )
         with handle:
-            print(f"TensorBoard at {handle.url} (pid {handle.pid}); Ctrl-C stops it", flush=True)
+            print(
+                f"TensorBoard at {handle.dashboard_url} (pid {handle.pid}); Ctrl-C stops it",
+                flush=True,
+            )
             for name, path in handle.links.items():
                 print(f"  {name}: {path}", flush=True)
             print(f"  logdir: {handle.logdir}", flush=True)

@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import atexit
+import html
 import shutil
 import subprocess
 import tempfile
@@ -26,6 +27,7 @@ import webbrowser
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from tbprobe.dashboard import PLUGIN_NAME
 from tbprobe.runs import RunArgumentLike, link_runs, resolve_logdir
 from tbprobe.tensorboard_process import (
     PortTaken,
@@ -47,6 +49,7 @@ DEFAULT_HOST = "localhost"
 # TensorBoard's defaults.
 DEFAULT_SAMPLES_PER_PLUGIN = {"images": 100}
 DEFAULT_TIMEOUT = 120.0
+NOTEBOOK_FRAME_HEIGHT = 800  # pixels, as TensorBoard's %tensorboard magic
 
 _PORT_ATTEMPTS = 3
 
@@ -56,6 +59,7 @@ class TensorBoardHandle:
 
     Attributes:
         url: Address of the TensorBoard page, e.g. ``http://localhost:6006/``.
+        dashboard_url: The page opened on the tbprobe tab, ``http://localhost:6006/#tbprobe``.
         host: Address TensorBoard listens on.
         port: Port TensorBoard listens on.
         logdir: The folder given to TensorBoard as ``--logdir`` (the symlink folder, or a folder
@@ -86,6 +90,11 @@ class TensorBoardHandle:
         self._final_output: str | None = None
         self._lock = threading.Lock()
         atexit.register(self.stop)
+
+    @property
+    def dashboard_url(self) -> str:
+        """The page opened on the tbprobe tab (TensorBoard selects a tab by `#<plugin name>`)."""
+        return f"{self.url}#{PLUGIN_NAME}"
 
     @property
     def pid(self) -> int:
@@ -124,6 +133,15 @@ class TensorBoardHandle:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def _repr_html_(self) -> str:
+        """TensorBoard inline in Jupyter, on the tbprobe tab (an iframe, as `%tensorboard`)."""
+        if not self.running:
+            return f"<p>TensorBoard at {html.escape(self.url)} has stopped.</p>"
+        return (
+            f'<iframe src="{html.escape(self.dashboard_url)}" width="100%" '
+            f'height="{NOTEBOOK_FRAME_HEIGHT}" frameborder="0"></iframe>'
+        )
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -202,7 +220,7 @@ def launch(
         process, url=url, host=host, port=chosen, logdir=logdir, links=links, workdir=workdir
     )
     if open_browser:
-        webbrowser.open(handle.url)
+        webbrowser.open(handle.dashboard_url)
     return handle
 
 

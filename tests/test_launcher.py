@@ -334,7 +334,9 @@ def test_launcher_process_stops_tensorboard_on_signal(runs, entry, signum):
             banner = lines.get(timeout=180)
             found = re.fullmatch(r"TensorBoard at (\S+) \(pid (\d+)\); Ctrl-C stops it\n", banner)
             assert found, banner
-            url, tensorboard_pid = found[1], int(found[2])
+            url, tab = found[1].split("#")
+            tensorboard_pid = int(found[2])
+            assert tab == "tbprobe"  # the banner opens the tbprobe dashboard
             listing = [lines.get(timeout=30) for _ in range(3)]
             assert listing[:2] == [f"  {name}: {path.resolve()}\n" for name, path in runs.items()]
             logdir = Path(listing[2].removeprefix("  logdir: ").strip())
