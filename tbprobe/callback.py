@@ -20,7 +20,7 @@ import keras
 
 from tbprobe.options import LogOptions, positive_int
 from tbprobe.probe import Probe, check_writable, first_batch
-from tbprobe.selection import LayerSpec
+from tbprobe.selection import LayerSpec, check_depth
 
 
 class ProbeCallback(keras.callbacks.Callback):
@@ -32,6 +32,8 @@ class ProbeCallback(keras.callbacks.Callback):
         sample: the fixed probe batch (array, tensor, dict or tuple of inputs, or a
             `tf.data.Dataset` whose first batch is used, labels dropped).
         layers: `None` for every layer, or names, paths, glob patterns and layer classes.
+        depth: deepest layer-path depth probed (1 = the model's own layers, 2 = one level
+            inside blocks and nested models, ...), or None for every level.
         every_n_epochs: log at the end of every this many epochs.
         every_n_batches: also log every this many training batches (None: epoch ends only).
             Overriding batch hooks turns off Keras's asynchronous batch dispatch, so this costs
@@ -59,6 +61,7 @@ class ProbeCallback(keras.callbacks.Callback):
         every_n_epochs: int = 1,
         every_n_batches: int | None = None,
         log_on_train_begin: bool = True,
+        depth: int | None = None,
         **probe_options: Any,
     ):
         super().__init__()
@@ -70,6 +73,7 @@ class ProbeCallback(keras.callbacks.Callback):
         self.options = LogOptions.from_kwargs(**probe_options)
         self.sample = first_batch(sample)
         self.layers = layers
+        self.depth = check_depth(depth)
         self.log_on_train_begin = bool(log_on_train_begin)
         check_writable(self.log_dir)
         self.probe: Probe | None = None
@@ -129,5 +133,6 @@ class ProbeCallback(keras.callbacks.Callback):
             self.log_dir,
             self.sample,
             layers=self.layers,
+            depth=self.depth,
             **dataclasses.asdict(self.options),
         )

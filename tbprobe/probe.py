@@ -12,8 +12,10 @@ compiled function (traced on first need) recomputes the reductions exactly.
 Events go to `<log_dir>/probe`, flushed after every log step. Tags, per probed output `<tag>`:
 `<tag>/activations` (histogram), `<tag>/sparsity`, `<tag>/dead_units`, `<tag>/mean`, `<tag>/std`,
 `<tag>/nonfinite`, `<tag>/mean_minus_std`, `<tag>/mean_plus_std` (scalars), `<tag>/feature_maps`
-(rank-4 outputs) or `<tag>/heatmap` (rank-2 and rank-3 outputs) images; once per `Probe`, the
-text `tbprobe/manifest` and a custom-scalars layout.
+(rank-4 outputs) or `<tag>/heatmap` (rank-2 to rank-4 outputs, see `tbprobe.images`) images; per
+attention layer `<tag>`, the image `<tag>/attention` and the scalars `<tag>/attention_entropy`,
+`<tag>/attention_entropy_min` (`tbprobe.attention`); once per `Probe`, the text
+`tbprobe/manifest` and a custom-scalars layout.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tbprobe import summaries
+from tbprobe.attention import attention_entropy, attention_image
 from tbprobe.images import describe_image, encode_png_images, feature_map_grid, heatmap
 from tbprobe.options import (
     DEFAULT_BUCKETS,
@@ -45,7 +48,7 @@ from tbprobe.stats import (
     layer_reductions,
     layer_reductions_exact,
 )
-from tbprobe.tags import FEATURE_MAPS, PROBE_DIR
+from tbprobe.tags import ATTENTION, ATTENTION_SCALAR_NAMES, FEATURE_MAPS, PROBE_DIR
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class Probe:
         sample: the fixed probe batch, shown at every step: numpy array, tensor, dict or tuple
             for multi-input models, or a `tf.data.Dataset` (its first batch, labels dropped).
         layers: `None` for every layer, or names, paths, glob patterns and layer classes.
+        depth: deepest layer-path depth probed (1 = the model's own layers, 2 = one level
+            inside blocks and nested models, ...), or None for every level.
         every: `log(step)` logs when `step % every == 0`.
         buckets: histogram buckets per layer.
         max_channels: feature-map channels shown per sample.
@@ -104,6 +109,7 @@ class Probe:
         images: bool = True,
         max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
         histogram_sample: int | None = DEFAULT_HISTOGRAM_SAMPLE,
+        depth: int | None = None,
     ):
         self.every = positive_int("every", every)
         self.options = LogOptions(
@@ -121,9 +127,11 @@ class Probe:
         check_writable(self.log_dir)
 
         self.sample = _as_tensors(first_batch(sample))
-        self.probe_model = probe_model(model, layers, sample=self.sample)
+        self.probe_model = probe_model(model, layers, sample=self.sample, depth=depth)
         self.outputs: list[ProbedOutput] = self.probe_model.probed_outputs
-        self._plans = [self._plan(output) for output in self.outputs]
+        plans = [self._plan(output) for output in self.outputs]
+        self._plans = [plan for plan in plans if plan.output.kind != ATTENTION]
+        self._attention_plans = [plan for plan in plans if plan.output.kind == ATTENTION]
         self._writes = _writes_summaries(model)
         self._compute = tf.function(self._reduce_fast, autograph=False)
         self._compute_exact = tf.function(self._reduce_exact, autograph=False)
@@ -146,12 +154,13 @@ class Probe:
         step = _as_step(step)
         if step % self.every or not self._writes:
             return False
-        reductions, images = self._run()
+        reductions, entropies, images = self._run()
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.probe_dir)
         if not self._header_written:
             header = summaries.SummaryBuilder()
-            summaries.add_run_header(header, [self._manifest_row(plan) for plan in self._plans])
+            plans = self._plans + self._attention_plans
+            summaries.add_run_header(header, [self._manifest_row(plan) for plan in plans])
             header.write(self._writer, step)
             self._header_written = True
         builder = self._summary
@@ -161,6 +170,8 @@ class Probe:
             summaries.add_layer_values(builder, plan.output.tag, values, rows)
             if plan.image is not None:
                 builder.images(f"{plan.output.tag}/{plan.image}", images[plan.output.tag])
+        for plan, row in zip(self._attention_plans, entropies, strict=True):
+            add_attention_values(builder, plan, row, images)
         builder.write(self._writer, step)
         self._writer.flush()
         return True
@@ -194,39 +205,51 @@ class Probe:
         return f"Probe({len(self.outputs)} outputs -> {self.probe_dir!r}, every={self.every})"
 
     def _plan(self, output: ProbedOutput) -> _Plan:
+        if output.kind == ATTENTION:
+            return _Plan(output, None, ATTENTION if self.options.images else None, False)
         rank = len(output.shape)
         channels_first = getattr(output.layer, "data_format", None) == "channels_first"
         if rank < 2:
             unit_axis = None
         else:
             unit_axis = 1 if channels_first and rank >= 3 else -1
-        image = describe_image(output.shape) if self.options.images else None
+        image = describe_image(output.shape, output.layer) if self.options.images else None
         return _Plan(output, unit_axis, image, channels_first and rank == 4)
 
     def _manifest_row(self, plan: _Plan) -> summaries.ManifestRow:
         output = plan.output
         layer_class = type(output.layer).__name__
         return summaries.ManifestRow(
-            output.tag, layer_class, output.shape, output.dtype, plan.image
+            output.tag, layer_class, output.shape, output.dtype, plan.image, output.kind
         )
 
-    def _run(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Reductions `[outputs, FIELDS + buckets]` and encoded images, on the host."""
-        reductions, images = self._compute(self.sample)
+    def _run(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Reductions `[outputs, FIELDS + buckets]`, attention entropies `[attention outputs,
+        2]` and encoded images, on the host."""
+        reductions, entropies, images = self._compute(self.sample)
         reductions = reductions.numpy()
         inexact = reductions[:, FIELDS.index("exact")] == 0
         if inexact.any():  # NaN, Inf or huge values: the exact branch, traced on first need
             reductions[inexact] = self._compute_exact(self.sample).numpy()[inexact]
         self._last = reductions
-        return reductions, {tag: value.numpy() for tag, value in images.items()}
+        images = {tag: value.numpy() for tag, value in images.items()}
+        return reductions, entropies.numpy(), images
 
-    def _reduce_fast(self, sample: Any) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    def _reduce_fast(self, sample: Any) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
         o = self.options
-        plans = {plan.output.tag: plan for plan in self._plans}
-        rows, images = {}, {}
+        plans = {plan.output.tag: plan for plan in self._plans + self._attention_plans}
+        rows, entropies, images = {}, {}, {}
 
-        def consume(tag: str, x: tf.Tensor) -> list[tf.Tensor]:
+        def consume(output: ProbedOutput, x: tf.Tensor, mask: Any) -> list[tf.Tensor]:
+            tag = output.tag
             plan = plans[tag]
+            if output.kind == ATTENTION:
+                entropies[tag] = tf.stack(attention_entropy(x, mask))
+                if plan.image is None:
+                    return [entropies[tag]]
+                image = attention_image(x, o.max_samples, o.max_image_side)
+                images[tag] = encode_png_images(image, o.palette)
+                return [entropies[tag], images[tag]]
             rows[tag] = layer_reductions(
                 x, o.buckets, o.zero_tol, plan.unit_axis, o.histogram_sample
             )
@@ -238,7 +261,10 @@ class Probe:
         # Each output is reduced as soon as its layer returns, and the forward pass waits for
         # it: a log step's peak memory stays near the forward pass's (see run_consuming).
         self.probe_model.run_consuming(sample, consume)
-        return tf.stack([rows[tag] for tag in plans]), images
+        activations = tf.stack([rows[plan.output.tag] for plan in self._plans])
+        attention = [entropies[plan.output.tag] for plan in self._attention_plans]
+        attention = tf.stack(attention) if attention else tf.zeros([0, 2])
+        return activations, attention, images
 
     def _reduce_exact(self, sample: Any) -> tf.Tensor:
         o = self.options
@@ -259,6 +285,19 @@ class Probe:
                 x, o.max_channels, o.max_samples, plan.channels_first, o.max_image_side
             )
         return heatmap(x, o.max_samples, o.max_image_side)
+
+
+def add_attention_values(
+    builder: summaries.SummaryBuilder, plan: _Plan, row: np.ndarray, images: dict[str, Any]
+) -> None:
+    """Add an attention output's scalars (`<layer tag>/attention_entropy`, `..._min`) and its
+    image (`<layer tag>/attention`, the output's own tag)."""
+    tag = plan.output.tag
+    layer_tag = tag.removesuffix(f"/{ATTENTION}")
+    for name, value in zip(ATTENTION_SCALAR_NAMES, row, strict=True):
+        builder.scalar(f"{layer_tag}/{name}", float(value))
+    if plan.image is not None:
+        builder.images(tag, images[tag])
 
 
 def first_batch(sample: Any) -> Any:
