@@ -21,7 +21,10 @@ tags start with. A path's *depth* is its number of parts: 1 for the model's own 
     * Keras layer classes, `keras.layers.Conv2D` (subclasses match too).
 
 A string without `/` matches at any depth, the way `.gitignore` patterns do: `"conv*"` selects
-`conv1` and `encoder/conv2`. A string with `/` matches whole paths only.
+`conv1` and `encoder/conv2`. A string with `/` matches whole paths only (`*` spans `/`:
+`"block_0/*"` is everything inside `block_0`). A pattern or class picks a block's internals as
+`None` does (the attention softmax and dropout apart, never-running ones silently left out);
+an exact name or path is strict.
 """
 
 from __future__ import annotations
@@ -43,10 +46,11 @@ class Selection:
     """The layers chosen by a `layers=` argument.
 
     Attributes:
-        layers: `{path: layer}` in model order (depth-first, a nested model's layers after it).
-        explicit: paths named by an exact name or path, a pattern or a class (empty for `None`).
-            An explicitly chosen layer whose output cannot be probed is an error; an implicitly
-            chosen one is skipped with a warning.
+        layers: `{path: layer}` in model order (depth-first, a layer's sublayers after it).
+        explicit: paths named by an exact name or path, and the model-level layers (not a
+            block's internals) matched by a pattern or a class (empty for `None`). An explicitly
+            chosen layer whose output cannot be probed is an error; an implicitly chosen one is
+            skipped with a warning, or silently for a block's internals.
     """
 
     layers: dict[str, Any]
@@ -142,14 +146,25 @@ def resolve_selection(
         return Selection(chosen, internal=internal, ancestors=_ancestors(chosen, available))
     specs = _as_spec_list(layers)
     chosen: set[str] = set()
+    named: set[str] = set()
     for spec in specs:
         matches = {path for path, layer in available.items() if _matches(spec, path, layer)}
         if not matches:
             raise ValueError(_no_match_message(spec, available))
+        if isinstance(spec, str) and _is_glob(spec):
+            matches = {path for path in matches if not _duplicates_attention(path, available)}
+        elif isinstance(spec, str):
+            named |= matches
         chosen |= matches
     ordered = {path: layer for path, layer in available.items() if path in chosen}
-    ancestors = _ancestors(ordered, available)
-    return Selection(ordered, frozenset(ordered), internal, ancestors)
+    # A block's internals caught by a pattern or a class are chosen as by `None`; a model's
+    # layers, and anything named exactly, must be probe-able.
+    explicit = frozenset(path for path in ordered if path in named or path not in internal)
+    return Selection(ordered, explicit, internal, _ancestors(ordered, available))
+
+
+def _is_glob(spec: str) -> bool:
+    return any(char in spec for char in "*?[")
 
 
 def _ancestors(chosen: dict[str, Any], available: dict[str, Any]) -> dict[str, Any]:

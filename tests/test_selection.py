@@ -111,3 +111,17 @@ def test_depth_and_internal_paths(holder_model, nested):
 def test_bad_depth(nested, depth):
     with pytest.raises(ValueError, match=rf"Received: depth={depth!r}\. Expected None"):
         resolve_selection(nested, None, depth)
+
+
+def test_patterns_and_classes_pick_internals_as_none_does(holder_model):
+    from transformer_models import encoder
+
+    model = encoder(blocks=1)
+    chosen = resolve_selection(model, ["block_0", "block_0/*"])
+    none = resolve_selection(model, None)
+    assert list(chosen.layers) == [p for p in none.layers if p.startswith("block_0")]
+    assert not any("softmax" in p or "dropout" in p for p in chosen.layers)
+    assert chosen.explicit == frozenset(["block_0"])  # internals by pattern: not strict
+    assert resolve_selection(holder_model, "holder/gate").explicit == frozenset(["holder/gate"])
+    by_class = resolve_selection(holder_model, keras.layers.Dense)
+    assert by_class.explicit == frozenset()
