@@ -48,7 +48,7 @@ from tbprobe.stats import (
     layer_reductions,
     layer_reductions_exact,
 )
-from tbprobe.tags import ATTENTION, ATTENTION_SCALAR_NAMES, FEATURE_MAPS, PROBE_DIR
+from tbprobe.tags import ATTENTION, FEATURE_MAPS, PROBE_DIR
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,8 @@ class Probe:
             if plan.image is not None:
                 builder.images(f"{plan.output.tag}/{plan.image}", images[plan.output.tag])
         for plan, row in zip(self._attention_plans, entropies, strict=True):
-            add_attention_values(builder, plan, row, images)
+            image = images[plan.output.tag] if plan.image is not None else None
+            summaries.add_attention_values(builder, plan.output.tag, row, image)
         builder.write(self._writer, step)
         self._writer.flush()
         return True
@@ -206,7 +207,8 @@ class Probe:
 
     def _plan(self, output: ProbedOutput) -> _Plan:
         if output.kind == ATTENTION:
-            return _Plan(output, None, ATTENTION if self.options.images else None, False)
+            drawable = self.options.images and None not in output.shape[1:]
+            return _Plan(output, None, ATTENTION if drawable else None, False)
         rank = len(output.shape)
         channels_first = getattr(output.layer, "data_format", None) == "channels_first"
         if rank < 2:
@@ -285,19 +287,6 @@ class Probe:
                 x, o.max_channels, o.max_samples, plan.channels_first, o.max_image_side
             )
         return heatmap(x, o.max_samples, o.max_image_side)
-
-
-def add_attention_values(
-    builder: summaries.SummaryBuilder, plan: _Plan, row: np.ndarray, images: dict[str, Any]
-) -> None:
-    """Add an attention output's scalars (`<layer tag>/attention_entropy`, `..._min`) and its
-    image (`<layer tag>/attention`, the output's own tag)."""
-    tag = plan.output.tag
-    layer_tag = tag.removesuffix(f"/{ATTENTION}")
-    for name, value in zip(ATTENTION_SCALAR_NAMES, row, strict=True):
-        builder.scalar(f"{layer_tag}/{name}", float(value))
-    if plan.image is not None:
-        builder.images(tag, images[tag])
 
 
 def first_batch(sample: Any) -> Any:

@@ -171,7 +171,7 @@ def _explicit_attention(layer: Any, scores: list[tuple[Any, Any, Any]]) -> Any:
             if kwargs.get("use_causal_mask") and mask is None:
                 # Keras passes use_causal_mask only with no other mask; queries attend to the
                 # keys at or before their own position.
-                mask = tf.linalg.band_part(tf.ones(probs.shape[-2:], tf.bool), -1, 0)[None]
+                mask = tf.linalg.band_part(tf.ones(tf.shape(probs)[-2:], tf.bool), -1, 0)[None]
             scores.append((layer, probs, mask))
         return output, (probs if return_attention_scores else None)
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tbprobe.images import describe_image
-from tbprobe.probing import ProbedOutput, _check_model, select_layers
+from tbprobe.probing import ProbedOutput, select_layers
 from tbprobe.selection import LayerSpec, layer_paths
 from tbprobe.tags import ATTENTION
 
@@ -51,7 +51,7 @@ def probe_tree(
         >>> print(tbprobe.probe_tree(model, depth=2))
     """
     outputs = select_layers(model, layers, sample, depth)
-    order = {path: i for i, path in enumerate(layer_paths(_check_model(model)))}
+    order = {path: i for i, path in enumerate(layer_paths(model))}  # model checked above
     outputs = sorted(outputs, key=lambda out: order[out.path])  # stable: call order kept
     rows = [("layer", "class", "output shape", "logged")]
     rows += [_row(out) for out in outputs]
