@@ -13,7 +13,8 @@ exists only while the graph is built; the compiled graph simply returns those in
 tensors. Outside a probe call the layers are untouched: the original model keeps its outputs,
 training and saving.
 
-Tags: see `tbprobe.recording`: `encoder/conv1`, `shared/call_0`, `lstm/1`, `block/attention/attention`.
+Tags (see `tbprobe.recording`): `encoder/conv1`, `shared/call_0`, `lstm/1`, and
+`block/attention/attention` for the probabilities of the attention layer `block/attention`.
 """
 
 from __future__ import annotations
