@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from tb_helpers import read_events
 from test_attention import entropy_twin
-from transformer_models import BlockStack, SharedTwice, convnext, encoder, vit
+from transformer_models import BlockStack, EncoderBlock, SharedTwice, convnext, encoder, vit
 
 import tbprobe
 from tbprobe.images import describe_image
@@ -272,3 +272,32 @@ def test_run_consuming_hands_attention_with_its_mask(rng):
     _, want = mha(x, x, attention_mask=m, return_attention_scores=True)
     assert_close(probs, want)
     np.testing.assert_array_equal(np.broadcast_to(key_mask, m.shape), m)
+
+
+class Stage(keras.layers.Layer):
+    """A block of blocks: two EncoderBlocks and a projection, all held by one custom layer."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.blocks = [EncoderBlock(8, name=f"block_{i}") for i in range(2)]
+        self.proj = keras.layers.Dense(8, name="proj")
+
+    def call(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return self.proj(x)
+
+
+def test_blocks_nested_in_blocks(tokens):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 8))
+    stage = Stage(name="stage")
+    model = keras.Model(inputs, stage(inputs))
+    got = tbprobe.probe_model(model)(tokens)
+    x = tokens
+    for i, block in enumerate(stage.blocks):
+        for name, value in block_by_hand(block, x).items():
+            assert_close(got[f"stage/block_{i}/{name}".rstrip("/")], value)
+        x = block(x)
+    assert_close(got["stage/proj"], stage.proj(x))
+    assert_close(got["stage"], model(tokens))
