@@ -28,6 +28,7 @@ __all__ = [
     "TensorBoardHandle",
     "launch",
     "probe_model",
+    "probe_tree",
     "select_layers",
 ]
 
@@ -43,6 +44,7 @@ _HOMES = {
     "TensorBoardHandle": "tbprobe.launcher",
     "launch": "tbprobe.launcher",
     "probe_model": "tbprobe.probing",
+    "probe_tree": "tbprobe.tree",
     "select_layers": "tbprobe.probing",
 }
 
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from tbprobe.launcher import TensorBoardHandle, launch
     from tbprobe.probe import Probe
     from tbprobe.probing import ProbedOutput, ProbeModel, probe_model, select_layers
+    from tbprobe.tree import probe_tree
 
 
 def __getattr__(name: str) -> Any:

@@ -21,7 +21,7 @@ from tbprobe.event_file import check_writable
 from tbprobe.findings import Checks, FindingsError, resolve_checks
 from tbprobe.options import LogOptions, document_options, positive_int
 from tbprobe.probe import Probe, first_batch
-from tbprobe.selection import LayerSpec
+from tbprobe.selection import LayerSpec, check_depth
 
 ON_FINDING = ("warn", "stop", "raise")
 
@@ -37,6 +37,8 @@ class ProbeCallback(keras.callbacks.Callback):
         sample: the fixed probe batch (array, tensor, dict or tuple of inputs, or a
             `tf.data.Dataset` whose first batch is used, labels dropped).
         layers: `None` for every layer, or names, paths, glob patterns and layer classes.
+        depth: deepest layer-path depth probed (1 = the model's own layers, 2 = one level
+            inside blocks and nested models, ...), or None for every level.
         every_n_epochs: log at the end of every this many epochs.
         every_n_batches: also log every this many training batches (None: epoch ends only).
             Overriding batch hooks turns off Keras's asynchronous batch dispatch, so this costs
@@ -70,6 +72,7 @@ class ProbeCallback(keras.callbacks.Callback):
         every_n_epochs: int = 1,
         every_n_batches: int | None = None,
         log_on_train_begin: bool = True,
+        depth: int | None = None,
         checks: Checks | bool | None = True,
         on_finding: str = "warn",
         **options: Any,
@@ -84,6 +87,7 @@ class ProbeCallback(keras.callbacks.Callback):
         self.options = options
         self.sample = first_batch(sample)
         self.layers = layers
+        self.depth = check_depth(depth)
         self.log_on_train_begin = bool(log_on_train_begin)
         self.checks = resolve_checks(checks)
         if on_finding not in ON_FINDING:
@@ -155,6 +159,7 @@ class ProbeCallback(keras.callbacks.Callback):
             self.log_dir,
             self.sample,
             layers=self.layers,
+            depth=self.depth,
             checks=False if self.checks is None else self.checks,
             **self.options,
         )

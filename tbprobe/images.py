@@ -1,4 +1,10 @@
-"""Images of activations: feature-map grids (rank 4) and heatmaps (rank 2 and 3), as PNG.
+"""Images of activations: feature-map grids (rank 4) and heatmaps (rank 2 to 4), as PNG.
+
+Which image an output gets (`describe_image`): a rank-4 output gets a feature-map grid, unless its
+layer is one of `NOT_SPATIAL` (an `EinsumDense` making `(batch, tokens, heads, dim)`, attention,
+softmax, embedding), whose rank-4 output is no image: it gets a heatmap of tokens x (heads * dim).
+A `Dense` keeps the rank of its input, so on a feature map (a ConvNeXt block's pointwise
+projection) its output is a feature map too. Rank-2 and rank-3 outputs get heatmaps.
 
 A feature-map grid tiles, for each shown sample, the first `max_channels` channels of a
 `[batch, height, width, channels]` output in a near-square grid with 1-pixel separators. Each
@@ -26,6 +32,7 @@ import struct
 import zlib
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -34,6 +41,13 @@ from tbprobe.tags import FEATURE_MAPS, HEATMAP
 
 MIN_SIDE = 128
 SEPARATOR = 255
+NOT_SPATIAL = (
+    keras.layers.EinsumDense,
+    keras.layers.Embedding,
+    keras.layers.MultiHeadAttention,
+    keras.layers.Softmax,
+)
+"""Layer classes whose rank-4 outputs are projections or probabilities, never feature maps."""
 
 
 def colormap_palette(cmap: str | None) -> np.ndarray | None:
@@ -78,16 +92,26 @@ def feature_map_tiles(
     """
     if channels_first:
         x = tf.transpose(x, [0, 2, 3, 1])
-    height, width, channels = (int(d) for d in x.shape[1:])
+    samples, channels = int(x.shape[0]), int(x.shape[3])
     shown = min(channels, max_channels)
+    maps = x if samples <= max_samples and shown == channels else x[:max_samples, :, :, :shown]
+    return grid_tiles(_normalize(tf.cast(maps, tf.float32), axes=[1, 2]), max_side)
+
+
+def grid_tiles(maps: tf.Tensor, max_side: int = DEFAULT_MAX_IMAGE_SIDE) -> tf.Tensor:
+    """Values in [0, 1] to the palette indices of grid tiles, shrunk to fit `max_side`.
+
+    Args:
+        maps: `[k, height, width, tiles]` float tensor (static shape); each of the `tiles`
+            channels becomes one tile of the grid that `feature_map_grid` arranges.
+        max_side: cap on the longer side of the grid, in pixels.
+
+    Returns:
+        uint8 `[k, tile_h, tile_w, tiles]`.
+    """
+    height, width, shown = (int(d) for d in maps.shape[1:])
     rows, columns = _grid_shape(shown)
     tile_h, tile_w, _ = _fit(height, width, rows, columns, max_side)
-    maps = (
-        x
-        if (int(x.shape[0]) <= max_samples and shown == channels)
-        else x[:max_samples, :, :, :shown]
-    )
-    maps = _normalize(tf.cast(maps, tf.float32), axes=[1, 2])
     if (tile_h, tile_w) != (height, width):
         maps = tf.image.resize(maps, [tile_h, tile_w], method="area")
     return _to_index(maps)
@@ -121,12 +145,13 @@ def heatmap(
     max_samples: int = 1,
     max_side: int = DEFAULT_MAX_IMAGE_SIDE,
 ) -> tf.Tensor:
-    """The device's part of the heatmap of a rank-2 or rank-3 activation.
+    """The device's part of the heatmap of a rank-2, rank-3 or rank-4 activation.
 
     Args:
         x: `[batch, units]` float tensor, shown as one image of every sample (rows) by units
             (columns); or `[batch, time, features]`, one image of time (rows) by features per
-            shown sample. Dimensions must be statically known.
+            shown sample; or `[batch, time, heads, dim]`, shown as `[batch, time, heads * dim]`.
+            Dimensions must be statically known.
         max_samples: images shown for a rank-3 output.
         max_side: cap on each image side, in pixels.
 
@@ -134,6 +159,8 @@ def heatmap(
         uint8 palette indices `[k, H, W]`, at their final size or smaller by an integer factor
         per axis (`enlarge_heatmap` finishes them on the host).
     """
+    if x.shape.rank > 3:
+        x = tf.reshape(x, [-1, int(x.shape[1]), math.prod(int(d) for d in x.shape[2:])])
     images = x[tf.newaxis] if x.shape.rank == 2 else x[:max_samples]
     images = _normalize(tf.cast(images, tf.float32)[..., tf.newaxis], axes=[1, 2])
     height, width = int(images.shape[1]), int(images.shape[2])
@@ -191,11 +218,17 @@ def _to_index(maps: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.round(maps * (SEPARATOR - 1)), tf.uint8)
 
 
-def describe_image(shape: tuple[Any, ...]) -> str | None:
-    """Which image an output of this shape gets: `FEATURE_MAPS`, `HEATMAP` or None."""
+def describe_image(shape: tuple[Any, ...], layer: Any = None) -> str | None:
+    """Which image an output gets: `FEATURE_MAPS`, `HEATMAP` or None.
+
+    Args:
+        shape: the output shape (`None` for unknown dimensions).
+        layer: the Keras layer that made it; a rank-4 output of a `NOT_SPATIAL` layer gets a
+            heatmap instead of feature maps.
+    """
     rank = len(shape)
     if rank == 4 and all(d is not None for d in shape[1:]):
-        return FEATURE_MAPS
+        return HEATMAP if isinstance(layer, NOT_SPATIAL) else FEATURE_MAPS
     if rank == 2 and all(d is not None for d in shape):
         return HEATMAP
     if rank == 3 and all(d is not None for d in shape[1:]):

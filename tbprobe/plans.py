@@ -3,7 +3,9 @@
 An `OutputPlan` says how an output is reduced (`tbprobe.stats.OutputSpec`: its shape, the axis
 of its units for `dead_units`, the bounds of a saturating activation for `saturated`) and which
 image it gets (`FEATURE_MAPS`, `HEATMAP` or none), and runs the image's two halves: the device
-part inside the compiled step, the host part after it (see `tbprobe.images`).
+part inside the compiled step, the host part after it (see `tbprobe.images`). The attention
+probabilities of an attention layer (`ProbedOutput.kind == ATTENTION`) are not reduced like
+activations: they get entropies and the `ATTENTION` image (`tbprobe.attention`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tbprobe.attention import attention_image
 from tbprobe.images import (
     describe_image,
     enlarge_heatmap,
@@ -25,7 +28,7 @@ from tbprobe.images import (
 from tbprobe.options import LogOptions
 from tbprobe.probing import ProbedOutput
 from tbprobe.stats import OutputSpec
-from tbprobe.tags import FEATURE_MAPS
+from tbprobe.tags import ATTENTION, FEATURE_MAPS
 
 # Output ranges of the activations whose units can saturate, by Keras activation name.
 SATURATING_ACTIVATIONS = {
@@ -43,19 +46,31 @@ class OutputPlan:
 
     Attributes:
         output: the probed output.
-        spec: its reductions' static description.
-        image: `FEATURE_MAPS`, `HEATMAP` or None.
+        spec: its reductions' static description (None for attention probabilities).
+        image: `FEATURE_MAPS`, `HEATMAP`, `ATTENTION` or None.
         channels_first: whether a rank-4 output is channels-first.
     """
 
     output: ProbedOutput
-    spec: OutputSpec
+    spec: OutputSpec | None
     image: str | None
     channels_first: bool
+
+    @property
+    def attention(self) -> bool:
+        """Whether the output is an attention layer's probabilities."""
+        return self.output.kind == ATTENTION
+
+    @property
+    def image_tag(self) -> str:
+        """The image's tag: `<tag>/<kind>`; attention's own tag is `<layer tag>/attention`."""
+        return self.output.tag if self.attention else f"{self.output.tag}/{self.image}"
 
     def device_image(self, x: tf.Tensor, options: LogOptions) -> tf.Tensor:
         """The image's part computed in the log step: small uint8 palette indices."""
         o = options
+        if self.image == ATTENTION:
+            return attention_image(x, o.max_samples, o.max_image_side)
         if self.image == FEATURE_MAPS:
             return feature_map_tiles(
                 x, o.max_channels, o.max_samples, self.channels_first, o.max_image_side
@@ -66,7 +81,7 @@ class OutputPlan:
         self, indices: np.ndarray, options: LogOptions, palette: np.ndarray | None
     ) -> list[bytes]:
         """The image plugin's strings from what `device_image` returned."""
-        if self.image == FEATURE_MAPS:
+        if self.image in (FEATURE_MAPS, ATTENTION):
             images = feature_map_grid(indices, options.max_image_side)
         else:
             images = enlarge_heatmap(indices, options.max_image_side)
@@ -75,13 +90,16 @@ class OutputPlan:
 
 def plan_output(output: ProbedOutput, options: LogOptions) -> OutputPlan:
     """Decide, from the layer and the static shape, what is computed for `output`."""
+    if output.kind == ATTENTION:
+        drawable = options.images and None not in output.shape[1:]
+        return OutputPlan(output, None, ATTENTION if drawable else None, False)
     rank = len(output.shape)
     channels_first = getattr(output.layer, "data_format", None) == "channels_first"
     if rank < 2:
         unit_axis = None
     else:
         unit_axis = 1 if channels_first and rank >= 3 else -1
-    image = describe_image(output.shape) if options.images else None
+    image = describe_image(output.shape, output.layer) if options.images else None
     spec = OutputSpec(output.shape, unit_axis, saturation_bounds(output.layer))
     return OutputPlan(output, spec, image, channels_first and rank == 4)
 

@@ -10,6 +10,8 @@ images become PNGs and everything one `Summary` protobuf written as one event
 (Keras's TensorBoard `update_freq`) cannot drop it. When some output holds NaN, Inf or huge
 values, a second compiled function (traced on first need) recomputes its reductions exactly.
 
+Attention layers' probabilities (`tbprobe.attention`) give entropies and an image instead.
+
 Events go to `<log_dir>/probe`, flushed after every log step; the tags are listed in
 `tbprobe.tags` and the README. With `checks` (the default), the diagnosis of `tbprobe.monitor`
 runs after each log: the scalar `tbprobe/findings` every log, the text `tbprobe/health` at the
@@ -28,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tbprobe import summaries
+from tbprobe.attention import attention_entropy
 from tbprobe.event_file import EventFile, check_writable
 from tbprobe.findings import Checks, Finding, resolve_checks
 from tbprobe.images import colormap_palette
@@ -43,7 +46,7 @@ from tbprobe.stats import (
     layer_reductions_exact,
     unpack_rows,
 )
-from tbprobe.tags import SATURATED
+from tbprobe.tags import ATTENTION, ATTENTION_SCALAR_NAMES, SATURATED
 
 _ENCODER_THREADS = min(4, os.cpu_count() or 1)
 _ENCODER = ThreadPoolExecutor(_ENCODER_THREADS, thread_name_prefix="tbprobe-png")
@@ -63,6 +66,8 @@ class Probe:
             for multi-input models, or a `tf.data.Dataset` (its first batch, labels dropped).
         layers: `None` for every layer, or names, paths, glob patterns and layer classes.
         every: `log(step)` logs when `step % every == 0`.
+        depth: deepest layer-path depth probed (1 = the model's own layers, 2 = one level
+            inside blocks and nested models, ...), or None for every level.
         checks: the diagnosis after each log (`tbprobe.monitor`): a `tbprobe.Checks` of
             thresholds, True for the defaults, False for none. Findings are logged as WARNINGs
             of the `"tbprobe"` logger, written as `tbprobe/health` and `tbprobe/findings`, and
@@ -89,6 +94,7 @@ class Probe:
         sample: Any,
         layers: LayerSpec | Iterable[LayerSpec] | None = None,
         every: int = 1,
+        depth: int | None = None,
         checks: Checks | bool | None = True,
         **options: Any,
     ):
@@ -98,9 +104,11 @@ class Probe:
         self.probe_dir = check_writable(self.log_dir)
 
         self.sample = _as_tensors(first_batch(sample))
-        self.probe_model = probe_model(model, layers, sample=self.sample)
+        self.probe_model = probe_model(model, layers, sample=self.sample, depth=depth)
         self.outputs: list[ProbedOutput] = self.probe_model.probed_outputs
-        self._plans = [plan_output(output, self.options) for output in self.outputs]
+        plans = [plan_output(output, self.options) for output in self.outputs]
+        self._plans = [plan for plan in plans if not plan.attention]
+        self._attention_plans = [plan for plan in plans if plan.attention]
         self._palette = colormap_palette(self.options.cmap)
         self._writes = _writes_summaries(model)
         self._compute = tf.function(self._reduce_fast, autograph=False)
@@ -133,14 +141,15 @@ class Probe:
         if step % self.every or not self._writes:
             return False
         with_images = self._logs % self.options.images_every == 0 and any(
-            plan.image for plan in self._plans
+            plan.image for plan in self._plans + self._attention_plans
         )
-        reductions, images = self._run(with_images)
+        reductions, entropies, images = self._run(with_images)
         self._logs += 1
         first_log = not self._header_written
         if first_log:
             header = summaries.SummaryBuilder()
-            summaries.add_run_header(header, [self._manifest_row(plan) for plan in self._plans])
+            plans = self._plans + self._attention_plans
+            summaries.add_run_header(header, [self._manifest_row(plan) for plan in plans])
             self._events.write(step, header)
         builder = self._summary
         logged: dict[str, dict[str, float]] = {}
@@ -151,15 +160,21 @@ class Probe:
             if plan.spec.bounds is not None:
                 logged[tag][SATURATED] = values.saturated
                 builder.scalar(f"{tag}/{SATURATED}", values.saturated)
+        for plan, row in zip(self._attention_plans, entropies, strict=True):
+            layer_tag = plan.output.tag.removesuffix(f"/{ATTENTION}")
+            logged.setdefault(layer_tag, {}).update(
+                zip(ATTENTION_SCALAR_NAMES, row.tolist(), strict=True)
+            )
+            summaries.add_attention_values(builder, plan.output.tag, row, None)
         if self._monitor is not None:
             change = self._monitor.update(step, logged)
             log_change(change)
             add_health(builder, change, text=change.changed or first_log)
         extra = []
         if with_images:
-            shown = [plan for plan in self._plans if plan.image is not None]
+            shown = [p for p in self._plans + self._attention_plans if p.image is not None]
             for plan, strings in zip(shown, self._encode(shown, images), strict=True):
-                self._image_summary.images(f"{plan.output.tag}/{plan.image}", strings)
+                self._image_summary.images(plan.image_tag, strings)
             extra.append(self._image_summary)
         self._events.write(step, builder, *extra)
         self._events.flush(step)
@@ -205,7 +220,7 @@ class Probe:
         output = plan.output
         layer_class = type(output.layer).__name__
         return summaries.ManifestRow(
-            output.tag, layer_class, output.shape, output.dtype, plan.image
+            output.tag, layer_class, output.shape, output.dtype, plan.image, output.kind
         )
 
     def _encode(self, plans: list[OutputPlan], images: dict[str, np.ndarray]) -> list[list[bytes]]:
@@ -223,9 +238,12 @@ class Probe:
         chunks = [plans[i : i + size] for i in range(0, len(plans), size)]
         return [strings for done in _ENCODER.map(encode, chunks) for strings in done]
 
-    def _run(self, with_images: bool) -> tuple[list[OutputReduction], dict[str, np.ndarray]]:
-        """Every output's reductions, and the device's part of the images, on the host."""
-        matrix, images = self._compute(self.sample, with_images)
+    def _run(
+        self, with_images: bool
+    ) -> tuple[list[OutputReduction], np.ndarray, dict[str, np.ndarray]]:
+        """Every output's reductions, the attention entropies `[attention outputs, 2]` and the
+        device's part of the images, on the host."""
+        matrix, entropies, images = self._compute(self.sample, with_images)
         matrix = matrix.numpy()
         inexact = matrix[:, _EXACT] == 0
         if inexact.any():  # NaN, Inf or huge values: the exact branch, traced on first need
@@ -233,21 +251,33 @@ class Probe:
             exact[:, _SATURATED] = matrix[:, _SATURATED]  # counted on the finite elements
             matrix[inexact] = exact[inexact]
         self._last = unpack_rows(matrix)
-        return self._last, {tag: value.numpy() for tag, value in images.items()}
+        images = {tag: value.numpy() for tag, value in images.items()}
+        return self._last, entropies.numpy(), images
 
     def _reduce_fast(
         self, sample: Any, with_images: bool
-    ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    ) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
         o = self.options
         batch = BatchedReductions(
-            [plan.spec for plan in self._plans], o.buckets, o.zero_tol, o.histogram_sample
+            [plan.spec for plan in self._plans if plan.spec is not None],
+            o.buckets,
+            o.zero_tol,
+            o.histogram_sample,
         )
         index = {plan.output.tag: i for i, plan in enumerate(self._plans)}
+        attention = {plan.output.tag: plan for plan in self._attention_plans}
+        entropies: dict[str, tf.Tensor] = {}
         images: dict[str, tf.Tensor] = {}
 
-        def consume(tag: str, x: tf.Tensor) -> list[tf.Tensor]:
-            plan = self._plans[index[tag]]
-            made = batch.reduce(index[tag], x)
+        def consume(output: ProbedOutput, x: tf.Tensor, mask: Any) -> list[tf.Tensor]:
+            tag = output.tag
+            if tag in attention:
+                plan = attention[tag]
+                entropies[tag] = tf.stack(attention_entropy(x, mask))
+                made = [entropies[tag]]
+            else:
+                plan = self._plans[index[tag]]
+                made = batch.reduce(index[tag], x)
             if with_images and plan.image is not None:
                 images[tag] = plan.device_image(x, o)
                 made.append(images[tag])
@@ -256,7 +286,8 @@ class Probe:
         # Each output is reduced as soon as its layer returns, and the forward pass waits for
         # it: a log step's peak memory stays near the forward pass's (see run_consuming).
         self.probe_model.run_consuming(sample, consume)
-        return batch.finish(), images
+        rows = [entropies[plan.output.tag] for plan in self._attention_plans]
+        return batch.finish(), tf.stack(rows) if rows else tf.zeros([0, 2]), images
 
     def _reduce_exact(self, sample: Any) -> tf.Tensor:
         o = self.options
@@ -264,7 +295,10 @@ class Probe:
         return tf.stack(
             [
                 layer_reductions_exact(
-                    activations[plan.output.tag], o.buckets, o.zero_tol, plan.spec.unit_axis
+                    activations[plan.output.tag],
+                    o.buckets,
+                    o.zero_tol,
+                    None if plan.spec is None else plan.spec.unit_axis,
                 )
                 for plan in self._plans
             ]

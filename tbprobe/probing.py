@@ -6,38 +6,40 @@ outputs of the selected layers of another.
 nested models ("Graph disconnected") and layers called at several places (`.output` silently
 returns the first call only).
 
-How: Keras 3 has no forward hooks, but `Operation.__call__` looks up `self.call` at every call.
-While the probe model runs the original model, each selected layer gets an instance attribute
-`call` that calls the class's `call` and records the outputs (`recording_calls`). The record is
-made during tracing, so inside a `tf.function` the patch exists only while the graph is built;
-the compiled graph simply returns those intermediate tensors. Outside a probe call the layers
-are untouched: the original model keeps its outputs, training and saving.
+How: while the probe model runs the original model, each selected layer's `call` is shadowed
+by one that records its outputs (`tbprobe.recording`), and each selected attention layer is asked
+for its probabilities. The record is made during tracing, so inside a `tf.function` the patch
+exists only while the graph is built; the compiled graph simply returns those intermediate
+tensors. Outside a probe call the layers are untouched: the original model keeps its outputs,
+training and saving.
 
-Tags: the layer path (`conv1`, `encoder/conv1`); `<path>/call_<k>` when a layer is called at
-several places; `/<i>` (or `/<key>`) appended for each output of a layer with several outputs,
-e.g. `lstm/0`, `lstm/1`, `lstm/2` for an LSTM with `return_state=True`.
+Tags (see `tbprobe.recording`): `encoder/conv1`, `shared/call_0`, `lstm/1`, and
+`block/attention/attention` for the probabilities of the attention layer `block/attention`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
-import threading
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import keras
 import tensorflow as tf
 
+from tbprobe.recording import (
+    ACTIVATION,
+    RecordedCall,
+    call_tags,
+    is_attention,
+    recording_calls,
+    tagged_tensors,
+)
 from tbprobe.selection import LayerSpec, Selection, resolve_selection
 
 FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
-
-_PATCH_LOCK = threading.RLock()
-_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class ProbedOutput:
         layer: the Keras layer object (shared with the probed model).
         shape: the output shape; `None` for dimensions unknown when traced (the batch).
         dtype: the output dtype name, e.g. `"float32"`.
+        kind: `"activation"` for what a layer returned; `"attention"` for the probabilities
+            `(batch, heads, queries, keys)` of an attention layer, tag `<layer tag>/attention`.
     """
 
     tag: str
@@ -57,70 +61,20 @@ class ProbedOutput:
     layer: Any
     shape: tuple[int | None, ...]
     dtype: str
+    kind: str = ACTIVATION
 
 
-Transform = Callable[[str, Any], Any]
-"""`transform(path, outputs) -> outputs`, applied to each recorded call's outputs."""
-
-
-@contextlib.contextmanager
-def recording_calls(
-    layers: dict[str, Any], transform: Transform | None = None
-) -> Iterator[list[tuple[str, Any]]]:
-    """Record every call of the given layers made inside the block.
-
-    Args:
-        layers: `{path: layer}` to watch.
-        transform: optional function of `(path, outputs)` whose result replaces the outputs
-            passed on to the rest of the model (e.g. to make them wait for other ops).
-
-    Yields:
-        A list that fills with `(path, outputs)` in call order (outputs before `transform`).
-    """
-    records: list[tuple[str, Any]] = []
-    saved: list[tuple[Any, Any]] = []
-    with _PATCH_LOCK:
-        try:
-            for path, layer in layers.items():
-                saved.append((layer, vars(layer).get("call", _MISSING)))
-                # Keras 3 offers no forward hook; an instance attribute shadows the class's
-                # `call`, which Operation.__call__ looks up on every call. object.__setattr__
-                # keeps Keras's attribute tracking out of it.
-                wrapper = _recording(layer.call, path, records, transform)
-                object.__setattr__(layer, "call", wrapper)
-            yield records
-        finally:
-            for layer, previous in reversed(saved):
-                if previous is _MISSING:
-                    object.__delattr__(layer, "call")
-                else:
-                    object.__setattr__(layer, "call", previous)
-
-
-def _recording(
-    call: Any, path: str, records: list[tuple[str, Any]], transform: Transform | None
-) -> Any:
-    def recorded_call(*args: Any, **kwargs: Any) -> Any:
-        outputs = call(*args, **kwargs)
-        records.append((path, outputs))
-        return outputs if transform is None else transform(path, outputs)
-
-    return recorded_call
-
-
-def call_tags(path: str, index: int, calls: int, outputs: Any) -> list[tuple[str, Any]]:
-    """`(tag, leaf)` for each output leaf of call number `index` of `calls` of layer `path`."""
-    base = path if calls == 1 else f"{path}/call_{index}"
-    return [
-        (f"{base}/{'/'.join(map(str, key))}" if key else base, leaf)
-        for key, leaf in keras.tree.flatten_with_path(outputs)
-    ]
+Consume = Callable[[ProbedOutput, Any, Any], list[Any]]
+"""`consume(output, tensor, mask) -> ops` of `ProbeModel.run_consuming`: `mask` is the attention
+key mask (broadcastable to `[batch, queries, keys]`, True = attended) for an `"attention"`
+output, else None."""
 
 
 def select_layers(
     model: Any,
     layers: LayerSpec | Iterable[LayerSpec] | None = None,
     sample: Any = None,
+    depth: int | None = None,
 ) -> list[ProbedOutput]:
     """List what would be probed: one entry per output of each call of each selected layer.
 
@@ -130,25 +84,30 @@ def select_layers(
             (see `tbprobe.selection`).
         sample: an input batch (array, tensor, dict or tuple). Needed only for a subclassed model
             whose input shape Keras did not record; with it, shapes include the batch size.
+        depth: deepest layer-path depth probed: 1 = the model's own layers, 2 = one level
+            inside them (a block's sublayers, a nested model's layers), ...; None = every level.
 
     Returns:
-        `ProbedOutput`s in model order (the order layers are called in the forward pass).
+        `ProbedOutput`s in model order (the order layers are called in the forward pass); an
+        attention layer's probabilities (kind `"attention"`) follow its output.
 
     Raises:
-        ValueError: unbuilt model, a name or pattern matching nothing, or an explicitly selected
-            layer that is never called or whose output is not a dense float tensor.
+        ValueError: unbuilt model, a name or pattern matching nothing, a bad `depth`, or an
+            explicitly selected layer that is never called or whose output is not a dense
+            float tensor.
 
     Example:
         >>> for out in tbprobe.select_layers(model, ["conv*"]):
         ...     print(out.tag, out.shape)
     """
-    return _discover(model, resolve_selection(_check_model(model), layers), sample)[0]
+    return _discover(model, resolve_selection(_check_model(model), layers, depth), sample)[0]
 
 
 def probe_model(
     model: Any,
     layers: LayerSpec | Iterable[LayerSpec] | None = None,
     sample: Any = None,
+    depth: int | None = None,
 ) -> ProbeModel:
     """Build, once, a model that returns the outputs of the selected layers of `model`.
 
@@ -160,10 +119,12 @@ def probe_model(
         layers: `None` for every layer, or names, paths, glob patterns and Keras layer classes.
         sample: optional input batch; needed only for a subclassed model whose input shape Keras
             did not record.
+        depth: deepest layer-path depth probed (1 = the model's own layers), None = every level.
 
     Returns:
         A `ProbeModel`. Called on a batch it returns `{tag: tensor}` in model order, run with
-        `training=False` unless told otherwise.
+        `training=False` unless told otherwise; attention probabilities under
+        `"<tag>/attention"`.
 
     Raises:
         ValueError: as for `select_layers`.
@@ -172,7 +133,7 @@ def probe_model(
         >>> probe = tbprobe.probe_model(model, layers=["conv*", keras.layers.Dense])
         >>> activations = probe(x_batch)  # {"conv1": <tf.Tensor ...>, "dense": ...}
     """
-    selection = resolve_selection(_check_model(model), layers)
+    selection = resolve_selection(_check_model(model), layers, depth)
     return ProbeModel(model, selection, *_discover(model, selection, sample))
 
 
@@ -190,18 +151,17 @@ class ProbeModel(keras.Model):
         self.probed_model = model
         self.probed_outputs = list(outputs)
         self._selection = selection
-        self._tags = frozenset(out.tag for out in outputs)
+        self._outputs = {out.tag: out for out in outputs}
         self._calls = calls
 
     def call(self, inputs: Any, training: bool = False) -> dict[str, Any]:
-        with recording_calls(self._selection.layers) as records:
+        with _recording(self._selection) as records:
             self.probed_model(inputs, training=training)
-        return {tag: tensor for tag, _, tensor in _tagged_outputs(records) if tag in self._tags}
+        return {t.tag: t.tensor for t in tagged_tensors(records) if t.tag in self._outputs}
 
-    def run_consuming(
-        self, inputs: Any, consume: Callable[[str, Any], list[Any]], training: bool = False
-    ) -> None:
-        """Run the model, handing each probed output to `consume(tag, tensor)` as it is made.
+    def run_consuming(self, inputs: Any, consume: Consume, training: bool = False) -> None:
+        """Run the model, handing each probed output to `consume(output, tensor, mask)` as it
+        is made (`output` a `ProbedOutput`, `mask` see `Consume`).
 
         The rest of the forward pass waits for the ops `consume` returns, so that each
         activation is used up and freed before the next layer runs: in a graph, memory stays
@@ -209,19 +169,32 @@ class ProbeModel(keras.Model):
         """
         seen: Counter[str] = Counter()
 
-        def transform(path: str, outputs: Any) -> Any:
-            tagged = call_tags(path, seen[path], self._calls[path], outputs)
-            seen[path] += 1
-            done = [op for tag, leaf in tagged if tag in self._tags for op in consume(tag, leaf)]
+        def transform(call: RecordedCall) -> Any:
+            tagged = call_tags(call, seen[call.path], self._calls[call.path])
+            seen[call.path] += 1
+            done = [
+                op
+                for t in tagged
+                if t.tag in self._outputs
+                for op in consume(self._outputs[t.tag], t.tensor, t.mask)
+            ]
             if not done:
-                return outputs
+                return call.outputs
             with tf.control_dependencies(done):
                 return tf.nest.map_structure(
-                    lambda t: tf.identity(t) if tf.is_tensor(t) else t, outputs
+                    lambda t: tf.identity(t) if tf.is_tensor(t) else t, call.outputs
                 )
 
-        with recording_calls(self._selection.layers, transform):
+        with _recording(self._selection, transform):
             self.probed_model(inputs, training=training)
+
+
+def _recording(selection: Selection, transform: Any = None) -> Any:
+    """`recording_calls` for a selection: the attention layers made explicit are those selected
+    and those holding a selected sublayer, so that their internals run as they will be probed."""
+    watched = {**selection.ancestors, **selection.layers}
+    attention = [layer for layer in watched.values() if is_attention(layer)]
+    return recording_calls(selection.layers, transform, attention)
 
 
 def _check_model(model: Any) -> Any:
@@ -240,16 +213,6 @@ def _check_model(model: Any) -> Any:
     return model
 
 
-def _tagged_outputs(records: list[tuple[str, Any]]) -> Iterator[tuple[str, str, Any]]:
-    """Yield `(tag, path, leaf)` for every output leaf of every recorded call."""
-    calls = Counter(path for path, _ in records)
-    seen: Counter[str] = Counter()
-    for path, outputs in records:
-        for tag, leaf in call_tags(path, seen[path], calls[path], outputs):
-            yield tag, path, leaf
-        seen[path] += 1
-
-
 def _unprobeable_reason(leaf: Any, graph: Any) -> str | None:
     """Why a recorded output cannot be probed, or None when it can."""
 
@@ -261,8 +224,11 @@ def _unprobeable_reason(leaf: Any, graph: Any) -> str | None:
     if dtype not in FLOAT_DTYPES:
         return f"output dtype is {dtype}, not a float type"
     if isinstance(leaf, tf.Tensor) and getattr(leaf, "graph", graph) is not graph:
-        return "output is computed inside a loop or branch of the model's call()"
+        return LOOP_REASON
     return None
+
+
+LOOP_REASON = "output is computed inside a loop or branch of the model's call()"
 
 
 def _discover(
@@ -271,19 +237,19 @@ def _discover(
     """Trace the forward pass once: every probe-able output of the selection, and the number
     of calls of each selected layer."""
     spec = input_spec(model) if sample is None else spec_of(sample)
-    traced: list[tuple[str, str, Any, str | None]] = []
+    traced: list[tuple[Any, str | None]] = []
     called: Counter[str] = Counter()
 
     @tf.function(autograph=False)
     def forward(inputs: Any) -> None:
         graph = tf.compat.v1.get_default_graph()
         traced.clear()  # a trace may run more than once
-        with recording_calls(selection.layers) as records:
+        with _recording(selection) as records:
             model(inputs, training=False)
         called.clear()  # a trace may run more than once
-        called.update(path for path, _ in records)
-        for tag, path, leaf in _tagged_outputs(records):
-            traced.append((tag, path, leaf, _unprobeable_reason(leaf, graph)))
+        called.update(record.path for record in records)
+        for tagged in tagged_tensors(records):
+            traced.append((tagged, _unprobeable_reason(tagged.tensor, graph)))
 
     try:
         forward.get_concrete_function(spec)
@@ -299,25 +265,36 @@ def _discover(
 
     found: list[ProbedOutput] = []
     skipped: list[str] = []
-    for tag, path, leaf, reason in traced:
+    # A block's sublayer that runs inside a loop of the block (an RNN's cell, whose first call
+    # Keras also makes outside the loop to learn its output shape) is internal machinery.
+    looped = {tagged.path for tagged, reason in traced if reason == LOOP_REASON}
+    silent = (looped & selection.internal) - selection.explicit
+    for tagged, reason in traced:
+        path = tagged.path
+        if path in silent:
+            continue
         if reason is None:
-            found.append(
-                ProbedOutput(tag, path, selection.layers[path], tuple(leaf.shape), leaf.dtype.name)
-            )
+            layer = selection.layers[path]
+            shape, dtype = tuple(tagged.tensor.shape), tagged.tensor.dtype.name
+            found.append(ProbedOutput(tagged.tag, path, layer, shape, dtype, tagged.kind))
         elif path in selection.explicit:
             raise ValueError(
                 f"Layer {path!r} was selected explicitly but cannot be probed: {reason}. "
                 "tbprobe probes dense float outputs; remove it from `layers=`."
             )
         else:
-            skipped.append(f"{tag} ({reason})")
+            skipped.append(f"{tagged.tag} ({reason})")
     never_called = [path for path in selection.layers if path not in called]
     if explicit := [path for path in never_called if path in selection.explicit]:
         raise ValueError(
             f"Selected layers {explicit} are never called in the forward pass of model "
             f"{model.name!r}, so they have no output to probe. Remove them from `layers=`."
         )
-    skipped.extend(f"{path} (never called in the forward pass)" for path in never_called)
+    skipped.extend(
+        f"{path} (never called in the forward pass)"
+        for path in never_called
+        if path not in selection.internal
+    )
     if skipped:
         warnings.warn(
             f"tbprobe skips {len(skipped)} output(s) it cannot probe: {'; '.join(skipped)}.",

@@ -12,7 +12,7 @@ dashboards read them:
 * images: a string vector `[width, height, png, ...]` (plugin `images`);
 * the run header, once: the Markdown manifest `tbprobe/manifest` (plugin `text`) and a
   custom-scalars layout (plugin `custom_scalars`) with one chart per metric across all layers
-  and a mean +- std margin chart per layer.
+  (the attention entropies included) and a mean +- std margin chart per layer.
 """
 
 from __future__ import annotations
@@ -30,7 +30,14 @@ from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.plugins.text import metadata as text_metadata
 
-from tbprobe.tags import HISTOGRAM_METRIC, MANIFEST_TAG, MARGIN_NAMES, SCALAR_NAMES
+from tbprobe.tags import (
+    ATTENTION,
+    ATTENTION_SCALAR_NAMES,
+    HISTOGRAM_METRIC,
+    MANIFEST_TAG,
+    MARGIN_NAMES,
+    SCALAR_NAMES,
+)
 
 HISTOGRAM_METADATA = histogram_metadata.create_summary_metadata("", "")
 SCALAR_METADATA = scalar_metadata.create_summary_metadata("", "")
@@ -41,13 +48,14 @@ LAYOUT_METADATA = custom_scalar_metadata.create_summary_metadata()
 
 @dataclass(frozen=True)
 class ManifestRow:
-    """One probed output as listed in the manifest."""
+    """One probed output as listed in the manifest (`kind` as `ProbedOutput.kind`)."""
 
     tag: str
     layer_class: str
     shape: tuple[int | None, ...]
     dtype: str
     image: str | None
+    kind: str = "activation"
 
 
 class SummaryBuilder:
@@ -130,33 +138,58 @@ def add_layer_values(
     builder.scalar(f"{tag}/{upper}", scalars["mean"] + scalars["std"])
 
 
+def add_attention_values(
+    builder: SummaryBuilder, tag: str, entropies: np.ndarray, image: np.ndarray | None
+) -> None:
+    """Add an attention output's scalars and image.
+
+    Args:
+        builder: the step's summary.
+        tag: the attention output's tag, `<layer tag>/attention`; also the image's tag.
+        entropies: `[mean, lowest head's mean]` normalized entropies, written as
+            `<layer tag>/attention_entropy` and `<layer tag>/attention_entropy_min`.
+        image: the encoded image strings, or None when images are off.
+    """
+    layer_tag = tag.removesuffix(f"/{ATTENTION}")
+    for name, value in zip(ATTENTION_SCALAR_NAMES, entropies, strict=True):
+        builder.scalar(f"{layer_tag}/{name}", float(value))
+    if image is not None:
+        builder.images(tag, image)
+
+
 def add_run_header(builder: SummaryBuilder, rows: list[ManifestRow]) -> None:
     """Add the manifest text and the custom-scalars layout."""
     builder.string(MANIFEST_TAG, manifest_markdown(rows))
-    layout = scalars_layout([row.tag for row in rows]).SerializeToString()
+    tags = [row.tag for row in rows if row.kind != ATTENTION]
+    layout = scalars_layout(tags, attention=len(tags) < len(rows)).SerializeToString()
     builder.string(custom_scalar_metadata.CONFIG_SUMMARY_TAG, layout, LAYOUT_METADATA)
 
 
 def manifest_markdown(rows: list[ManifestRow]) -> str:
     """Markdown table of what is logged per probed output (TensorBoard's Text dashboard)."""
     scalars = ", ".join((*SCALAR_NAMES, *MARGIN_NAMES))
+    entropies = ", ".join(f"`<layer>/{name}`" for name in ATTENTION_SCALAR_NAMES)
     lines = [
-        f"tbprobe logs {len(rows)} outputs. Every one gets the histogram `activations` and the "
-        f"scalars {scalars}.",
+        f"tbprobe logs {len(rows)} outputs. Every layer output gets the histogram `activations` "
+        f"and the scalars {scalars}. Attention probabilities (`<layer>/attention`) get the "
+        f"image and the scalars {entropies}.",
         "",
         "| tag | layer class | output shape | dtype | image |",
         "|---|---|---|---|---|",
     ]
     for row in rows:
         shape = "(" + ", ".join("None" if d is None else str(d) for d in row.shape) + ")"
-        image = f"`{row.tag}/{row.image}`" if row.image else "-"
+        image_tag = row.tag if row.kind == ATTENTION else f"{row.tag}/{row.image}"
+        image = f"`{image_tag}`" if row.image else "-"
         lines.append(f"| `{row.tag}` | {row.layer_class} | {shape} | {row.dtype} | {image} |")
     return "\n".join(lines)
 
 
-def scalars_layout(tags: list[str]) -> layout_pb2.Layout:
-    """Custom-scalars layout: every layer's metric in one chart; mean +- std per layer."""
+def scalars_layout(tags: list[str], attention: bool = False) -> layout_pb2.Layout:
+    """Custom-scalars layout: every layer's metric in one chart (the attention entropies too
+    when `attention`); mean +- std per layer of `tags`."""
     lower, upper = MARGIN_NAMES
+    names = (*SCALAR_NAMES, *ATTENTION_SCALAR_NAMES) if attention else SCALAR_NAMES
     overview = layout_pb2.Category(
         title="tbprobe: all layers",
         chart=[
@@ -164,7 +197,7 @@ def scalars_layout(tags: list[str]) -> layout_pb2.Layout:
                 title=name,
                 multiline=layout_pb2.MultilineChartContent(tag=[rf".*/{name}$"]),
             )
-            for name in SCALAR_NAMES
+            for name in names
         ],
     )
     margins = layout_pb2.Category(

@@ -4,7 +4,9 @@
 A run folder holds tbprobe's event files in `PROBE_DIR`. Per probed output `<tag>`: the
 histogram `<tag>/activations`, the scalars `<tag>/<name>` for each of `SCALAR_NAMES` and
 `MARGIN_NAMES`, and at most one image `<tag>/<kind>`, a kind of `IMAGE_KINDS`; once per run,
-the text `MANIFEST_TAG`.
+the text `MANIFEST_TAG`. An attention layer's probabilities are a probed output of their own,
+`<tag>/attention` (`<layer tag>/attention`), with the image `<tag>` itself (kind `ATTENTION`)
+and the scalars `<layer tag>/<name>` for each of `ATTENTION_SCALAR_NAMES` instead.
 """
 
 PROBE_DIR = "probe"  # <log_dir>/probe/ holds tbprobe's event files
@@ -14,7 +16,9 @@ MARGIN_NAMES = ("mean_minus_std", "mean_plus_std")  # the band of the mean +- st
 HISTOGRAM_METRIC = "activations"
 FEATURE_MAPS = "feature_maps"  # rank-4 outputs: a grid of channels per shown sample
 HEATMAP = "heatmap"  # rank-2 and rank-3 outputs
-IMAGE_KINDS = (FEATURE_MAPS, HEATMAP)
+ATTENTION = "attention"  # attention probabilities: a grid of queries x keys per head
+IMAGE_KINDS = (FEATURE_MAPS, HEATMAP, ATTENTION)
+ATTENTION_SCALAR_NAMES = ("attention_entropy", "attention_entropy_min")
 MANIFEST_TAG = "tbprobe/manifest"
 HEALTH_TAG = "tbprobe/health"  # text: the findings, at each log where they changed
 FINDINGS_TAG = "tbprobe/findings"  # scalar: how many findings are active, every log

@@ -75,3 +75,14 @@ def test_custom_loop_example(tmp_path):
     done = run(["-m", "demo.custom_loop", "--run-dir", str(tmp_path), "--steps", "100"])
     assert "step 50: loss" in done.stdout and "step 100: loss" in done.stdout
     assert read_events(tmp_path / "probe")["conv1/sparsity"]["steps"] == [50, 100]
+
+
+@pytest.mark.slow
+def test_transformer_demo_logs_attention_maps(tmp_path):
+    done = run(["-m", "demo.transformer", "--run-dir", str(tmp_path), "--epochs", "1"])
+    assert "attention/attention  MultiHeadAttention" in done.stdout  # the probe tree
+    events = read_events(tmp_path / "probe")
+    for block in ("block_0", "block_1"):
+        assert events[f"{block}/attention/attention"]["plugin"] == "images"
+        assert events[f"{block}/attention/attention_entropy"]["steps"] == [0, 47]
+        assert f"{block}/attention/query/activations" in events

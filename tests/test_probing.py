@@ -316,9 +316,10 @@ def test_run_consuming_hands_over_each_output_as_made(tiny_cnn, image_batch):
     def sums(x):
         consumed = {}
 
-        def consume(tag, tensor):
-            consumed[tag] = tf.reduce_sum(tensor)
-            return [consumed[tag]]
+        def consume(output, tensor, mask):
+            assert output.kind == "activation" and mask is None
+            consumed[output.tag] = tf.reduce_sum(tensor)
+            return [consumed[output.tag]]
 
         probe.run_consuming(x, consume)
         return consumed

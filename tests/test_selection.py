@@ -70,3 +70,62 @@ def test_bad_items_are_type_errors(nested, bad):
 def test_empty_list_is_an_error(nested):
     with pytest.raises(ValueError, match="empty list selects nothing"):
         resolve_selection(nested, [])
+
+
+class Holder(keras.layers.Layer):
+    """Sublayers as an attribute, in a list and in a dict; two of them share a name."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.first = keras.layers.Dense(2, name="proj")
+        self.items = [keras.layers.Dense(2, name="proj"), keras.layers.Dense(2, name="item")]
+        self.by_key = {"gate": keras.layers.Dense(2, name="gate")}
+
+    def call(self, x):
+        return self.by_key["gate"](self.items[1](self.items[0](self.first(x))))
+
+
+@pytest.fixture(scope="module")
+def holder_model() -> keras.Model:
+    inputs = keras.Input((2,))
+    return keras.Model(inputs, Holder(name="holder")(inputs))
+
+
+def test_sublayers_in_attributes_lists_and_dicts_with_unique_paths(holder_model):
+    holder = holder_model.get_layer("holder")
+    paths = layer_paths(holder_model)
+    assert list(paths) == ["holder", "holder/proj", "holder/proj_1", "holder/item", "holder/gate"]
+    assert paths["holder/proj"] is holder.first
+    assert paths["holder/proj_1"] is holder.items[0]
+    assert paths["holder/gate"] is holder.by_key["gate"]
+
+
+def test_depth_and_internal_paths(holder_model, nested):
+    assert list(layer_paths(holder_model, depth=1)) == ["holder"]
+    assert list(layer_paths(nested, depth=1)) == ["encoder", "conv_top", "head"]
+    selection = resolve_selection(holder_model, "gate")
+    assert selection.internal == frozenset(
+        ["holder/proj", "holder/proj_1", "holder/item", "holder/gate"]
+    )
+    assert list(selection.ancestors) == ["holder"]
+    assert resolve_selection(nested, None).internal == frozenset()  # a model's layers are not
+
+
+@pytest.mark.parametrize("depth", [0, -2, 2.0, False])
+def test_bad_depth(nested, depth):
+    with pytest.raises(ValueError, match=rf"Received: depth={depth!r}\. Expected None"):
+        resolve_selection(nested, None, depth)
+
+
+def test_patterns_and_classes_pick_internals_as_none_does(holder_model):
+    from transformer_models import encoder
+
+    model = encoder(blocks=1)
+    chosen = resolve_selection(model, ["block_0", "block_0/*"])
+    none = resolve_selection(model, None)
+    assert list(chosen.layers) == [p for p in none.layers if p.startswith("block_0")]
+    assert not any("softmax" in p or "dropout" in p for p in chosen.layers)
+    assert chosen.explicit == frozenset(["block_0"])  # internals by pattern: not strict
+    assert resolve_selection(holder_model, "holder/gate").explicit == frozenset(["holder/gate"])
+    by_class = resolve_selection(holder_model, keras.layers.Dense)
+    assert by_class.explicit == frozenset()
