@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tbprobe import summaries
+from tbprobe.gradient_log import GradientLog
 from tbprobe.images import describe_image, encode_png_images, feature_map_grid, heatmap
 from tbprobe.options import (
     DEFAULT_BUCKETS,
@@ -46,6 +47,7 @@ from tbprobe.stats import (
     layer_reductions_exact,
 )
 from tbprobe.tags import FEATURE_MAPS, PROBE_DIR
+from tbprobe.targets import has_loss, split_sample
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,16 @@ class Probe:
         max_image_side: cap on an image's longer side, in pixels.
         histogram_sample: most elements of one output bucketed for its histogram (a strided
             sample, counts scaled to the total; see `tbprobe.stats`); None buckets every one.
+        targets: the probe batch's targets (array, tensor, dict or tuple for multi-output
+            models): turns on one backward pass per log step and the gradient tags (see
+            `tbprobe.gradient_log`). A dataset `sample` gives its first batch's targets and
+            sample weights when a loss is available. None: no gradients.
+        loss: None for the compiled loss (`model.compute_loss`), or a callable
+            `(y_true, y_pred) -> scalar` for uncompiled models and custom loops.
+        sample_weight: optional sample weights of the targets, for the loss.
+        update_ratio: log `<layer>/update_ratio` of the training step after each log (needs
+            `log` or `measure_update` called after that step); None: on with targets.
+        weight_histograms: log a `<layer>/weights` histogram per layer with trainable weights.
 
     Raises:
         ValueError: a bad argument, an unbuilt model, a sample the model cannot take, or a
@@ -104,6 +116,11 @@ class Probe:
         images: bool = True,
         max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
         histogram_sample: int | None = DEFAULT_HISTOGRAM_SAMPLE,
+        targets: Any = None,
+        loss: Any = None,
+        sample_weight: Any = None,
+        update_ratio: bool | None = None,
+        weight_histograms: bool = False,
     ):
         self.every = positive_int("every", every)
         self.options = LogOptions(
@@ -120,10 +137,17 @@ class Probe:
         self.probe_dir = tf.io.gfile.join(self.log_dir, PROBE_DIR)
         check_writable(self.log_dir)
 
+        sample, dataset_targets, dataset_weight = split_sample(sample)
         self.sample = _as_tensors(first_batch(sample))
         self.probe_model = probe_model(model, layers, sample=self.sample)
         self.outputs: list[ProbedOutput] = self.probe_model.probed_outputs
         self._plans = [self._plan(output) for output in self.outputs]
+        if targets is None and has_loss(model, loss):
+            # A labelled dataset's targets; without a loss, activations only, as before.
+            targets, sample_weight = dataset_targets, dataset_weight
+        self._gradient_log = self._gradient_log_for(
+            model, targets, loss, sample_weight, update_ratio, weight_histograms
+        )
         self._writes = _writes_summaries(model)
         self._compute = tf.function(self._reduce_fast, autograph=False)
         self._compute_exact = tf.function(self._reduce_exact, autograph=False)
@@ -144,11 +168,11 @@ class Probe:
             multi-worker strategy, which never write).
         """
         step = _as_step(step)
+        self.measure_update(step)
         if step % self.every or not self._writes:
             return False
-        reductions, images = self._run()
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.probe_dir)
+        reductions, images, extra = self._run()
+        self._events()
         if not self._header_written:
             header = summaries.SummaryBuilder()
             summaries.add_run_header(header, [self._manifest_row(plan) for plan in self._plans])
@@ -161,9 +185,36 @@ class Probe:
             summaries.add_layer_values(builder, plan.output.tag, values, rows)
             if plan.image is not None:
                 builder.images(f"{plan.output.tag}/{plan.image}", images[plan.output.tag])
+        if self._gradient_log is not None:
+            self._gradient_log.add_values(builder, extra)
         builder.write(self._writer, step)
         self._writer.flush()
+        if self._gradient_log is not None:
+            self._gradient_log.after_log(step)
         return True
+
+    def measure_update(self, step: int | Any) -> bool:
+        """Write the update ratios of the training step that followed the last log.
+
+        `log(step)` calls it first, so a loop calling `log` after every training step needs
+        nothing else. Call it yourself after the training step that follows a log when `log`
+        is not called at every step (see README, "Gradients and weights").
+
+        Args:
+            step: the current step, one more than the last logged step.
+
+        Returns:
+            Whether update ratios were written (at the last logged step).
+        """
+        if self._gradient_log is None or not self._writes:
+            return False
+        return self._gradient_log.write_update_ratios(_as_step(step), self._events)
+
+    def _events(self) -> Any:
+        """The event file writer, created on first use."""
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.probe_dir)
+        return self._writer
 
     def stats(self) -> dict[str, dict[str, float]]:
         """Health scalars of the last log step (computed now if nothing was logged yet).
@@ -183,6 +234,8 @@ class Probe:
         if self._writer is not None:
             self._writer.close()
         self._writer = None
+        if self._gradient_log is not None and self._gradient_log.update_ratios is not None:
+            self._gradient_log.update_ratios.drop()
 
     def __enter__(self) -> Probe:
         return self
@@ -206,21 +259,58 @@ class Probe:
     def _manifest_row(self, plan: _Plan) -> summaries.ManifestRow:
         output = plan.output
         layer_class = type(output.layer).__name__
+        gradients, weights = (
+            (False, False)
+            if self._gradient_log is None
+            else self._gradient_log.manifest_columns(output.path)
+        )
         return summaries.ManifestRow(
-            output.tag, layer_class, output.shape, output.dtype, plan.image
+            output.tag, layer_class, output.shape, output.dtype, plan.image, gradients, weights
         )
 
-    def _run(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Reductions `[outputs, FIELDS + buckets]` and encoded images, on the host."""
-        reductions, images = self._compute(self.sample)
+    def _gradient_log_for(
+        self,
+        model: Any,
+        targets: Any,
+        loss: Any,
+        sample_weight: Any,
+        update_ratio: bool | None,
+        weight_histograms: bool,
+    ) -> GradientLog | None:
+        """The gradient and weight part of the log step, or None when nothing of it is asked."""
+        if update_ratio is None:
+            update_ratio = targets is not None
+        if targets is None and not update_ratio and not weight_histograms:
+            return None
+        return GradientLog(
+            model,
+            self.probe_model,
+            self.sample,
+            targets,
+            sample_weight,
+            loss,
+            bool(update_ratio),
+            weight_histograms,
+            self.options,
+        )
+
+    def _run(self) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Reductions `[outputs, FIELDS + buckets]`, encoded images and the gradient log's
+        reductions, on the host."""
+        reductions, images, extra = self._compute(self.sample)
         reductions = reductions.numpy()
         inexact = reductions[:, FIELDS.index("exact")] == 0
         if inexact.any():  # NaN, Inf or huge values: the exact branch, traced on first need
             reductions[inexact] = self._compute_exact(self.sample).numpy()[inexact]
         self._last = reductions
-        return reductions, {tag: value.numpy() for tag, value in images.items()}
+        extra = {key: value.numpy() for key, value in extra.items()}
+        if self._gradient_log is not None:
+            extra = self._gradient_log.fix_inexact(self.sample, extra)
+        return reductions, {tag: value.numpy() for tag, value in images.items()}, extra
 
-    def _reduce_fast(self, sample: Any) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    def _reduce_fast(
+        self, sample: Any
+    ) -> tuple[tf.Tensor, dict[str, tf.Tensor], dict[str, tf.Tensor]]:
         o = self.options
         plans = {plan.output.tag: plan for plan in self._plans}
         rows, images = {}, {}
@@ -237,8 +327,13 @@ class Probe:
 
         # Each output is reduced as soon as its layer returns, and the forward pass waits for
         # it: a log step's peak memory stays near the forward pass's (see run_consuming).
-        self.probe_model.run_consuming(sample, consume)
-        return tf.stack([rows[tag] for tag in plans]), images
+        # With gradients, the backward pass follows that forward pass (tbprobe.gradient_log).
+        extra = {}
+        if self._gradient_log is None:
+            self.probe_model.run_consuming(sample, consume)
+        else:
+            extra = self._gradient_log.run(sample, consume)
+        return tf.stack([rows[tag] for tag in plans]), images, extra
 
     def _reduce_exact(self, sample: Any) -> tf.Tensor:
         o = self.options

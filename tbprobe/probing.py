@@ -200,12 +200,15 @@ class ProbeModel(keras.Model):
 
     def run_consuming(
         self, inputs: Any, consume: Callable[[str, Any], list[Any]], training: bool = False
-    ) -> None:
+    ) -> Any:
         """Run the model, handing each probed output to `consume(tag, tensor)` as it is made.
 
         The rest of the forward pass waits for the ops `consume` returns, so that each
         activation is used up and freed before the next layer runs: in a graph, memory stays
         near that of the plain forward pass instead of holding every activation at once.
+
+        Returns:
+            The probed model's own outputs (e.g. for a loss and its gradients).
         """
         seen: Counter[str] = Counter()
 
@@ -221,7 +224,7 @@ class ProbeModel(keras.Model):
                 )
 
         with recording_calls(self._selection.layers, transform):
-            self.probed_model(inputs, training=training)
+            return self.probed_model(inputs, training=training)
 
 
 def _check_model(model: Any) -> Any:

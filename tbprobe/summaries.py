@@ -30,7 +30,14 @@ from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.plugins.text import metadata as text_metadata
 
-from tbprobe.tags import HISTOGRAM_METRIC, MANIFEST_TAG, MARGIN_NAMES, SCALAR_NAMES
+from tbprobe.tags import (
+    GRADIENT_SCALAR_NAMES,
+    HISTOGRAM_METRIC,
+    MANIFEST_TAG,
+    MARGIN_NAMES,
+    SCALAR_NAMES,
+    UPDATE_RATIO,
+)
 
 HISTOGRAM_METADATA = histogram_metadata.create_summary_metadata("", "")
 SCALAR_METADATA = scalar_metadata.create_summary_metadata("", "")
@@ -41,13 +48,16 @@ LAYOUT_METADATA = custom_scalar_metadata.create_summary_metadata()
 
 @dataclass(frozen=True)
 class ManifestRow:
-    """One probed output as listed in the manifest."""
+    """One probed output as listed in the manifest; `gradients`: its gradient tags are
+    logged; `weights`: its layer's weight tags are (see `tbprobe.gradient_log`)."""
 
     tag: str
     layer_class: str
     shape: tuple[int | None, ...]
     dtype: str
     image: str | None
+    gradients: bool = False
+    weights: bool = False
 
 
 class SummaryBuilder:
@@ -122,7 +132,11 @@ def add_layer_values(
 def add_run_header(builder: SummaryBuilder, rows: list[ManifestRow]) -> None:
     """Add the manifest text and the custom-scalars layout."""
     builder.string(MANIFEST_TAG, manifest_markdown(rows))
-    layout = scalars_layout([row.tag for row in rows]).SerializeToString()
+    layout = scalars_layout(
+        [row.tag for row in rows],
+        gradients=any(row.gradients for row in rows),
+        weights=any(row.weights for row in rows),
+    ).SerializeToString()
     builder.string(custom_scalar_metadata.CONFIG_SUMMARY_TAG, layout, LAYOUT_METADATA)
 
 
@@ -136,15 +150,30 @@ def manifest_markdown(rows: list[ManifestRow]) -> str:
         "| tag | layer class | output shape | dtype | image |",
         "|---|---|---|---|---|",
     ]
+    extra = any(row.gradients or row.weights for row in rows)
+    if extra:  # gradients and weights (tbprobe.gradient_log): one more column each
+        lines[1:1] = [
+            "",
+            "Outputs with gradients also get the histogram `gradients` (dLoss/dOutput) and the "
+            "scalars gradient_rms, gradient_nonfinite. Layers with weights get `<layer>/"
+            "weight_rms` and, as asked, weight_gradient_rms, update_ratio and `weights`.",
+        ]
+        lines[-2:] = [lines[-2] + " gradients | weights |", lines[-1] + "---|---|"]
     for row in rows:
         shape = "(" + ", ".join("None" if d is None else str(d) for d in row.shape) + ")"
         image = f"`{row.tag}/{row.image}`" if row.image else "-"
-        lines.append(f"| `{row.tag}` | {row.layer_class} | {shape} | {row.dtype} | {image} |")
+        line = f"| `{row.tag}` | {row.layer_class} | {shape} | {row.dtype} | {image} |"
+        if extra:
+            line += f" {'yes' if row.gradients else 'no'} | {'yes' if row.weights else 'no'} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
-def scalars_layout(tags: list[str]) -> layout_pb2.Layout:
-    """Custom-scalars layout: every layer's metric in one chart; mean +- std per layer."""
+def scalars_layout(
+    tags: list[str], gradients: bool = False, weights: bool = False
+) -> layout_pb2.Layout:
+    """Custom-scalars layout: every layer's metric in one chart; mean +- std per layer; with
+    `gradients`, "gradient_rms by layer"; with `weights`, "update_ratio by layer"."""
     lower, upper = MARGIN_NAMES
     overview = layout_pb2.Category(
         title="tbprobe: all layers",
@@ -175,4 +204,21 @@ def scalars_layout(tags: list[str]) -> layout_pb2.Layout:
             for tag in tags
         ],
     )
-    return layout_pb2.Layout(category=[overview, margins])
+    by_layer = [GRADIENT_SCALAR_NAMES[0]] if gradients else []
+    by_layer += [UPDATE_RATIO] if weights else []
+    categories = [overview, margins]
+    if by_layer:
+        categories.insert(
+            1,
+            layout_pb2.Category(
+                title="tbprobe: gradients and weights",
+                chart=[
+                    layout_pb2.Chart(
+                        title=f"{name} by layer",
+                        multiline=layout_pb2.MultilineChartContent(tag=[rf".*/{name}$"]),
+                    )
+                    for name in by_layer
+                ],
+            ),
+        )
+    return layout_pb2.Layout(category=categories)

@@ -15,3 +15,10 @@ FEATURE_MAPS = "feature_maps"  # rank-4 outputs: a grid of channels per shown sa
 HEATMAP = "heatmap"  # rank-2 and rank-3 outputs
 IMAGE_KINDS = (FEATURE_MAPS, HEATMAP)
 MANIFEST_TAG = "tbprobe/manifest"
+# With targets (tbprobe.gradients): per probed output, the histogram of dLoss/dOutput and its
+# scalars; per layer with trainable weights (its path), the weight scalars and histogram.
+GRADIENT_HISTOGRAM = "gradients"
+GRADIENT_SCALAR_NAMES = ("gradient_rms", "gradient_nonfinite")
+WEIGHT_SCALAR_NAMES = ("weight_rms", "weight_gradient_rms")
+UPDATE_RATIO = "update_ratio"  # ||W_after - W_before|| / ||W_before|| of one optimizer step
+WEIGHT_HISTOGRAM = "weights"
