@@ -77,21 +77,37 @@ def loss_function(model: Any, loss: Any = None) -> LossFn:
 def _compiled_loss(model: Any) -> LossFn:
     def compiled_loss(x: Any, y: Any, y_pred: Any, sample_weight: Any) -> tf.Tensor:
         # stateless_compute_loss: a multi-output CompileLoss updates one Mean metric per output
-        # (fit's `<output>_loss` logs); the stateless call computes the same loss, the
-        # regularization losses included, and leaves those metrics alone.
-        loss, _ = model.stateless_compute_loss(
-            [v.value for v in model.trainable_variables],
-            [v.value for v in model.non_trainable_variables],
-            [v.value for v in model.metrics_variables],
-            x=x,
-            y=y,
-            y_pred=y_pred,
-            sample_weight=sample_weight,
-            training=False,
-        )
+        # (fit's `<output>_loss` logs); the stateless call computes the same loss and leaves
+        # those metrics alone. Inside its scope `model.losses` would drop the losses the
+        # forward pass added (activity regularizers, add_loss), so they are handed over as
+        # Keras's JAX trainer does, through the private `_losses_override` list.
+        # add_loss of the forward pass + weight regularizers
+        model._losses_override[:] = _of_this_context(model.losses)
+        try:
+            loss, _ = model.stateless_compute_loss(
+                [v.value for v in model.trainable_variables],
+                [v.value for v in model.non_trainable_variables],
+                [v.value for v in model.metrics_variables],
+                x=x,
+                y=y,
+                y_pred=y_pred,
+                sample_weight=sample_weight,
+                training=False,
+            )
+        finally:
+            model._losses_override.clear()
         return _unscaled(tf.cast(loss, tf.float32))
 
     return compiled_loss
+
+
+def _of_this_context(losses: list[Any]) -> list[Any]:
+    """The losses usable here: a layer keeps those of its last call, which may belong to
+    another graph (an earlier trace) when the loss is computed without a forward pass."""
+    if tf.executing_eagerly():
+        return [loss for loss in losses if not tf.is_symbolic_tensor(loss)]
+    graph = tf.compat.v1.get_default_graph()
+    return [loss for loss in losses if getattr(loss, "graph", None) is graph]
 
 
 def _callable_loss(loss: Callable[..., Any]) -> LossFn:

@@ -168,12 +168,15 @@ def test_state_unchanged_by_a_log_with_gradients(tmp_path):
     assert last(events, "bn/update_ratio") == 0  # nothing trained between the two logs
 
 
-def test_multi_output_loss_dict_and_loss_weights(tmp_path):
+def test_multi_output_loss_dict_loss_weights_and_regularizers(tmp_path):
     keras.utils.set_random_seed(1)
     inputs = keras.Input((5,))
-    trunk = keras.layers.Dense(4, name="trunk", kernel_regularizer=keras.regularizers.L2(0.1))(
-        inputs
-    )
+    trunk = keras.layers.Dense(
+        4,
+        name="trunk",
+        kernel_regularizer=keras.regularizers.L2(0.1),
+        activity_regularizer=keras.regularizers.L2(0.05),
+    )(inputs)
     model = keras.Model(
         inputs,
         {
@@ -198,6 +201,7 @@ def test_multi_output_loss_dict_and_loss_weights(tmp_path):
         out_reg, out_cls = reg(h), cls(h)
         loss = 0.3 * mse(y["reg"], out_reg) + 2.0 * ce(y["cls"], out_cls)
         loss += 0.1 * tf.reduce_sum(tf.square(trunk_layer.kernel))
+        loss += 0.05 * tf.reduce_sum(tf.square(h)) / len(x)  # Keras divides by the batch size
     for tag, tensor in (("trunk", h), ("reg", out_reg), ("cls", out_cls)):
         want = rms([tape.gradient(loss, tensor).numpy()])
         assert last(events, f"{tag}/gradient_rms") == pytest.approx(want, rel=1e-5)
@@ -215,30 +219,34 @@ def test_custom_loss_in_a_gradient_tape_loop(data, tmp_path):
     def loss_fn(y_true, y_pred):
         return tf.reduce_mean(tf.abs(y_true - y_pred))
 
-    optimizer = keras.optimizers.SGD(0.1)
+    optimizer = keras.optimizers.Adam(0.01)
     probe = tbprobe.Probe(model, tmp_path, sample=x[:4], targets=y[:4], loss=loss_fn, every=2)
-    snapshots = {}
+    want_gradients, want_ratios = [], []
     for step in range(4):
-        if step % 2 == 0:
-            snapshots[step] = [w.numpy().copy() for w in model.get_layer("d").trainable_weights]
-            with tf.GradientTape() as tape:
-                out = model(x[:4])
-                tape.watch(out)
-                loss = loss_fn(y[:4], out)
-            want = rms([tape.gradient(loss, out).numpy()])
-            assert probe.log(step)
-            assert probe.stats()  # the activations are logged as before
-            got = read_events(tmp_path / "probe")["d/gradient_rms"]["values"][-1]
-            assert float(got) == pytest.approx(want, rel=1e-5)
+        # The loop of the README: probe.log(step) at every step, around the training step.
+        with tf.GradientTape() as tape:
+            out = model(x[:4])
+            tape.watch(out)
+            loss = loss_fn(y[:4], out)
+        gradient_rms = rms([tape.gradient(loss, out).numpy()])
+        before = [w.numpy().copy() for w in model.get_layer("d").trainable_weights]
+        if probe.log(step):
+            want_gradients.append(gradient_rms)
         with tf.GradientTape() as tape:
             loss = loss_fn(y, model(x, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        probe.log(step + 1) if (step + 1) % 2 else None
-    probe.measure_update(4)
+        if step % 2 == 0:
+            after = [w.numpy() for w in model.get_layer("d").trainable_weights]
+            change = sum(np.sum((a - b) ** 2.0) for a, b in zip(after, before, strict=True))
+            want_ratios.append(np.sqrt(change / sum(np.sum(b**2.0) for b in before)))
+    probe.log(4)  # measures the step after the log at 2
     probe.close()
     events = read_events(tmp_path / "probe")
+    assert events["d/gradient_rms"]["steps"] == [0, 2, 4]
+    np.testing.assert_allclose(events["d/gradient_rms"]["values"][:2], want_gradients, rtol=1e-5)
     assert events["d/update_ratio"]["steps"] == [0, 2]
+    np.testing.assert_allclose(events["d/update_ratio"]["values"], want_ratios, rtol=1e-4)
 
 
 def test_mixed_float16_gradients_are_unscaled(data, tmp_path):
@@ -405,3 +413,34 @@ def test_mirrored_strategy_gradients_equal_one_device(tmp_path):
     np.testing.assert_allclose(
         mirrored["head/gradients"]["values"][-1], single["head/gradients"]["values"][-1], 1e-5
     )
+
+
+class TwoDense(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.first = keras.layers.Dense(4, activation="tanh", name="first")
+        self.second = keras.layers.Dense(2, name="second")
+
+    def call(self, x):
+        return self.second(self.first(x))
+
+
+def test_subclassed_model_with_a_keras_loss_and_sample_weights(tmp_path):
+    keras.utils.set_random_seed(8)
+    model = TwoDense()
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(5, 3)).astype("float32")
+    y = rng.normal(size=(5, 2)).astype("float32")
+    weights = np.array([1, 0, 2, 1, 0.5], "float32")
+    model(x)
+    loss = keras.losses.MeanSquaredError()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(5)
+    with tbprobe.Probe(model, tmp_path, sample=dataset, loss=loss) as probe:
+        probe.log(0)
+    with tf.GradientTape() as tape:
+        hidden = model.first(x)
+        tape.watch(hidden)
+        value = loss(y, model.second(hidden), sample_weight=weights)
+    events = read_events(tmp_path / "probe")
+    want = rms([tape.gradient(value, hidden).numpy()])
+    assert last(events, "first/gradient_rms") == pytest.approx(want, rel=1e-5)
