@@ -96,10 +96,9 @@ class ProbeCallback(keras.callbacks.Callback):
         self._epoch_start_step = 0
         self._last_logged: int | None = None
         self._logged_once = False
-        measures = update_ratio or (update_ratio is None and targets is not None)
-        self._batch_hook = self.every_n_batches is not None or bool(
-            measures or (update_ratio is None and dataset_targets is not None)
-        )
+        if update_ratio is None:  # on with targets, given or from a labelled dataset
+            update_ratio = targets is not None or dataset_targets is not None
+        self._batch_hook = self.every_n_batches is not None or bool(update_ratio)
         if self._batch_hook:
             self.on_train_batch_end = self._on_train_batch_end
 

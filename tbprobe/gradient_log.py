@@ -112,32 +112,11 @@ class GradientLog:
         if not self.gradients:
             self.probe_model.run_consuming(sample, consume)
             return self._reductions(None, _fast_reductions)
-        backward = forward_backward(
-            self.probe_model,
-            sample,
-            self.targets,
-            self.loss_fn,
-            self.weights,
-            self.sample_weight,
-            consume,
-            optimizer_loss_scale(self.model),
-        )
-        return self._reductions(backward, _fast_reductions)
+        return self._reductions(self._backward(sample, consume), _fast_reductions)
 
     def run_exact(self, sample: Any) -> dict[str, tf.Tensor]:
         """As `run`, every reduction exact (NaN, Inf and huge values allowed)."""
-        backward = None
-        if self.gradients:
-            backward = forward_backward(
-                self.probe_model,
-                sample,
-                self.targets,
-                self.loss_fn,
-                self.weights,
-                self.sample_weight,
-                None,
-                optimizer_loss_scale(self.model),
-            )
+        backward = self._backward(sample, None) if self.gradients else None
         return self._reductions(backward, _exact_reductions)
 
     def fix_inexact(self, sample: Any, results: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -188,6 +167,18 @@ class GradientLog:
         self._ratios.write(events, at)
         events.flush()
         return True
+
+    def _backward(self, sample: Any, consume: Consume | None) -> Any:
+        return forward_backward(
+            self.probe_model,
+            sample,
+            self.targets,
+            self.loss_fn,
+            self.weights,
+            self.sample_weight,
+            consume,
+            optimizer_loss_scale(self.model),
+        )
 
     def manifest_columns(self, path: str) -> tuple[bool, bool]:
         """(gradients logged, weights logged) for the outputs of layer `path`."""

@@ -121,7 +121,7 @@ def forward_backward(
         loss = loss_fn(sample, targets, y_pred, sample_weight)
         scaled = loss if loss_scale is None else loss * loss_scale
     tags = list(outputs)
-    variables = [w for layer_weights in weights.values() for w in layer_weights]
+    variables = [_tape_variable(w) for layer_weights in weights.values() for w in layer_weights]
     grads = tape.gradient(
         scaled,
         [outputs[tag] for tag in tags] + variables,
@@ -134,6 +134,19 @@ def forward_backward(
         weight_gradients[path] = grads[i : i + len(layer_weights)]
         i += len(layer_weights)
     return Backward(outputs, gradients, weight_gradients, loss)
+
+
+def _tape_variable(weight: Any) -> Any:
+    """The variable the tape differentiates for a Keras weight. Inside a `tf.distribute`
+    strategy's scope (cross-replica context) a mirrored variable has no handle for the tape;
+    the log step, run on one device, reads its first component, so that one is differentiated
+    (outside the scope the mirrored variable resolves to that component itself)."""
+    variable = weight.value if isinstance(weight, keras.Variable) else weight
+    if isinstance(variable, tf.distribute.DistributedValues) and (
+        tf.distribute.in_cross_replica_context()
+    ):
+        return variable.values[0]
+    return weight
 
 
 def optimizer_loss_scale(model: Any) -> tf.Tensor | None:

@@ -2,8 +2,9 @@
 one device, in a fresh process (logical devices must be set before TensorFlow starts).
 
 Run by tests/test_gradients.py with a folder: writes `<folder>/mirrored` and `<folder>/single`,
-each a `fit` of one epoch (2 steps) with `ProbeCallback(targets=...)`, and prints one JSON
-line.
+each a `fit` of one epoch (2 steps) with `ProbeCallback(targets=...)`, and `<folder>/scoped`, a
+`Probe` of the mirrored model logged once inside the strategy's scope before training; prints
+one JSON line.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 8, 8, 3)).astype("float32")
     y = rng.normal(size=(32, 2)).astype("float32")
+    # Traced inside the strategy's scope, where Keras losses divide by the replica count.
+    with strategy.scope():
+        scoped = tbprobe.Probe(
+            mirrored, os.path.join(folder, "scoped"), sample=x[:8], targets=y[:8], images=False
+        )
+        scoped.log(0)
+        scoped.close()
     for name, model in (("mirrored", mirrored), ("single", single)):
         callback = tbprobe.ProbeCallback(
             os.path.join(folder, name), sample=x[:8], targets=y[:8], images=False

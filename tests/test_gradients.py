@@ -413,6 +413,9 @@ def test_mirrored_strategy_gradients_equal_one_device(tmp_path):
     np.testing.assert_allclose(
         mirrored["head/gradients"]["values"][-1], single["head/gradients"]["values"][-1], 1e-5
     )
+    scoped = read_events(tmp_path / "scoped" / "probe")
+    for tag in ("conv/gradient_rms", "head/weight_gradient_rms"):
+        assert last(scoped, tag) == pytest.approx(single[tag]["values"][0], rel=1e-5)
 
 
 class TwoDense(keras.Model):
@@ -444,3 +447,24 @@ def test_subclassed_model_with_a_keras_loss_and_sample_weights(tmp_path):
     events = read_events(tmp_path / "probe")
     want = rms([tape.gradient(value, hidden).numpy()])
     assert last(events, "first/gradient_rms") == pytest.approx(want, rel=1e-5)
+
+
+def test_update_ratio_and_weight_histograms_without_targets(data, tmp_path):
+    x, y = data
+    model = mlp_cnn("sgd")
+    probe = tbprobe.Probe(
+        model, tmp_path, sample=x, update_ratio=True, weight_histograms=True, images=False
+    )
+    probe.log(0)
+    before = [w.numpy().copy() for w in model.get_layer("out").trainable_weights]
+    model.train_on_batch(x, y)
+    probe.measure_update(1)
+    probe.close()
+    events = read_events(tmp_path / "probe")
+    after = [w.numpy() for w in model.get_layer("out").trainable_weights]
+    want = np.sqrt(sum(np.sum((a - b) ** 2.0) for a, b in zip(after, before, strict=True)))
+    want /= np.sqrt(sum(np.sum(b**2.0) for b in before))
+    assert last(events, "out/update_ratio") == pytest.approx(want, rel=1e-4)
+    assert last(events, "out/weight_rms") == pytest.approx(rms(before), rel=1e-6)
+    assert "out/weights" in events
+    assert not any("gradient" in tag for tag in events)
