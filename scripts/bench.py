@@ -77,6 +77,8 @@ TARGET_LOG_VS_FORWARD = 2.0  # tbprobe log step <= 2x forward pass, ResNet50 all
 TARGET_SPEEDUP_VS_SEED = 20.0  # tbprobe >= 20x faster than the seed article's approach
 TARGET_PEAK_RSS = 1.5  # peak RSS of log steps <= 1.5x that of forward passes alone
 TARGET_FIT_DEFAULT = 0.02  # fit overhead at ProbeCallback defaults
+TARGET_GRADIENT_LOG = 3.5  # log step with gradients <= 3.5x forward pass, ResNet50
+TARGET_GRADIENT_MEMORY = 1.2  # peak RSS of log steps with gradients <= one training step + 20%
 TARGET_FIT_BATCHES = 0.05  # fit overhead with every_n_batches=100
 FIT_EVERY_N_BATCHES = 100
 
@@ -839,6 +841,110 @@ def bench_fit(config: Config, report: Report) -> None:
     )
 
 
+# ----------------------------------------------------------------------------- gradients
+
+
+def gradient_setup(config: Config) -> tuple[keras.Model, Any, Any]:
+    """ResNet50 compiled for training (SGD, sparse cross-entropy, no XLA: like the probe's own
+    tf.function), its probe batch and random class labels as targets."""
+    model, batch_np, _ = build_model("resnet50", config)
+    model.compile(keras.optimizers.SGD(1e-3), "sparse_categorical_crossentropy", jit_compile=False)
+    labels = np.random.default_rng(1).integers(0, 1000, len(batch_np))
+    return model, tf.constant(batch_np), tf.constant(labels)
+
+
+def bench_gradients(config: Config, report: Report) -> None:
+    """ResNet50: a log step with gradients (targets given, defaults: update ratios on, so each
+    step also snapshots the weights and measures the previous snapshot) against a compiled
+    forward pass and a log step without targets; peak RSS against one training step."""
+    model, batch, labels = gradient_setup(config)
+    forward = forward_fn(model)
+    forward(batch)
+    with tempfile.TemporaryDirectory(prefix="tbprobe-bench-grad-") as tmp:
+        t0 = time.perf_counter()
+        probe = tbprobe.Probe(model, os.path.join(tmp, "grad"), sample=batch, targets=labels)
+        probe.log(0)
+        first_log = time.perf_counter() - t0
+        plain = tbprobe.Probe(model, os.path.join(tmp, "plain"), sample=batch)
+        plain.log(0)
+        steps, plain_steps = itertools.count(1), itertools.count(1)
+        timing = time_interleaved(
+            {
+                "forward": lambda: forward(batch).numpy(),
+                "gradients": lambda: probe.log(next(steps)),
+                "plain": lambda: plain.log(next(plain_steps)),
+                "train": lambda: model.train_on_batch(batch, labels),
+            },
+            min(config.repeats, 5),
+            warmup=1,
+        )
+        probe.close()
+        plain.close()
+    fwd, grad = timing["forward"], timing["gradients"]
+    ratio = paired_ratio(grad, fwd)
+    report.add(
+        "resnet50",
+        f"gradients: log step with targets ({len(probe.outputs)} outputs)",
+        grad.describe(),
+        f"forward pass {fmt_seconds(fwd.median)}; log step without targets "
+        f"{fmt_seconds(timing['plain'].median)}; train_on_batch "
+        f"{fmt_seconds(timing['train'].median)}",
+        f"{ratio:.2f}x",
+        f"<= {TARGET_GRADIENT_LOG:g}x",
+        verdict(ratio <= TARGET_GRADIENT_LOG),
+    )
+    runs = {mode: [] for mode in ("train", "gradients")}
+    for _ in range(config.memory_runs):
+        for mode, results in runs.items():
+            results.append(gradient_memory_child_run(mode, config))
+    train, logged = (memory_summary(runs[mode]) for mode in ("train", "gradients"))
+    mem_ratio = logged["peak"] / train["peak"]
+    report.add(
+        "resnet50",
+        f"gradients: peak RSS, {config.memory_steps} log steps with targets",
+        f"{logged['describe']} MiB (+{logged['increment']:.0f})",
+        f"{config.memory_steps} train_on_batch {train['describe']} MiB (+{train['increment']:.0f})",
+        f"{mem_ratio:.2f}x",
+        f"<= {TARGET_GRADIENT_MEMORY:g}x",
+        verdict(mem_ratio <= TARGET_GRADIENT_MEMORY),
+    )
+    report.notes.append(
+        f"gradients: ResNet50 compiled with SGD and sparse cross-entropy, jit_compile=False; "
+        f"first log with targets (tracing) {first_log:.1f} s; timed over "
+        f"{len(fwd.seconds)} rounds after 1 warm-up round."
+    )
+
+
+def gradient_memory_child_run(mode: str, config: Config) -> dict[str, float]:
+    """Run this script as a child measuring the peak RSS of `mode` ("train", "gradients")."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--gradient-memory-child", mode]
+    command += ["--quick"] if config.quick else []
+    progress(f"resnet50: gradient memory child, {config.memory_steps} {mode} steps")
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"{shlex.join(command)} failed ({done.returncode}):\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def gradient_memory_child(mode: str, config: Config) -> None:
+    """N training steps or N log steps with targets; RSS figures as JSON (see memory_child)."""
+    model, batch, labels = gradient_setup(config)
+    build_mib = proc_status_mib("VmRSS")
+    build_peak_mib = proc_status_mib("VmHWM") if reset_peak_rss() else float("nan")
+    with tempfile.TemporaryDirectory(prefix="tbprobe-bench-mem-") as tmp:
+        if mode == "train":
+            for _ in range(config.memory_steps):
+                model.train_on_batch(batch, labels)
+        else:
+            probe = tbprobe.Probe(model, tmp, sample=batch, targets=labels)
+            for step in range(config.memory_steps):
+                probe.log(step)
+            probe.close()
+    phase_peak_mib = proc_status_mib("VmHWM")
+    peak = float(np.nanmax([build_peak_mib, phase_peak_mib]))
+    print(json.dumps({"build_mib": build_mib, "phase_peak_mib": phase_peak_mib, "peak_mib": peak}))
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -877,6 +983,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     parser.add_argument("--no-fit", action="store_true", help="skip the fit overhead runs")
     parser.add_argument("--memory-child", choices=("forward", "tbprobe"), help=argparse.SUPPRESS)
+    parser.add_argument("--gradients-only", action="store_true", help="only the gradient rows")
+    parser.add_argument(
+        "--gradient-memory-child", choices=("train", "gradients"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     default = "demo" if args.quick else ",".join(MODELS)
     args.models = [m.strip() for m in (args.models or default).split(",") if m.strip()]
@@ -894,6 +1004,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.memory_child:
         memory_child(args.models[0], args.memory_child, config)
         return 0
+    if args.gradient_memory_child:
+        gradient_memory_child(args.gradient_memory_child, config)
+        return 0
 
     command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
     started = time.perf_counter()
@@ -908,9 +1021,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(header), flush=True)
 
     report = Report()
-    for name in args.models:
+    for name in [] if args.gradients_only else args.models:
         bench_model(name, config, report)
-    if not args.no_fit:
+    if "resnet50" in args.models:
+        bench_gradients(config, report)
+    if not args.no_fit and not args.gradients_only:
         bench_fit(config, report)
 
     report.notes.append(

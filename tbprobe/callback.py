@@ -6,7 +6,10 @@ epoch-level and batch-level logs share one axis, a second `fit` continues it, an
 same batch size line up in TensorBoard.
 
 Keras 3 dispatches batches asynchronously unless a callback overrides a batch-level hook, so
-`on_train_batch_end` exists on an instance only when `every_n_batches` is given.
+`on_train_batch_end` exists on an instance only when `every_n_batches` is given or update
+ratios are measured (after a log, the next batch's end measures the optimizer's step). On the
+TensorFlow backend Keras 3.15 never dispatches asynchronously (`IS_THREAD_SAFE = False`), so
+the hook costs one Python call per batch there.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from tbprobe.findings import Checks, FindingsError, resolve_checks
 from tbprobe.options import LogOptions, document_options, positive_int
 from tbprobe.probe import Probe, first_batch
 from tbprobe.selection import LayerSpec, check_depth
+from tbprobe.targets import has_loss, split_sample
 
 ON_FINDING = ("warn", "stop", "raise")
 
@@ -45,6 +49,12 @@ class ProbeCallback(keras.callbacks.Callback):
             a little speed even between logs.
         log_on_train_begin: also log when training starts, so that the charts begin with the
             initial state (skipped when that step was logged already, e.g. by an earlier fit).
+        targets: the probe batch's targets: turns on gradients (see `Probe`); a labelled
+            dataset `sample` gives its own when the model is compiled with a loss.
+        loss: None for the compiled loss, or a callable `(y_true, y_pred) -> scalar`.
+        update_ratio: log `<layer>/update_ratio`, measured at the end of the batch after each
+            log (None: on with targets).
+        weight_histograms: log `<layer>/weights` histograms.
         checks: the diagnosis after each log: a `tbprobe.Checks`, True for the defaults,
             False for none (see `Probe`).
         on_finding: what a log with findings does besides logging them as WARNINGs: `"warn"`
@@ -75,6 +85,10 @@ class ProbeCallback(keras.callbacks.Callback):
         depth: int | None = None,
         checks: Checks | bool | None = True,
         on_finding: str = "warn",
+        targets: Any = None,
+        loss: Any = None,
+        update_ratio: bool | None = None,
+        weight_histograms: bool = False,
         **options: Any,
     ):
         super().__init__()
@@ -85,7 +99,13 @@ class ProbeCallback(keras.callbacks.Callback):
         )
         LogOptions.from_kwargs(**options)  # an error now, not when fit starts
         self.options = options
+        sample, dataset_targets, self.sample_weight = split_sample(sample)
         self.sample = first_batch(sample)
+        self.targets = targets
+        self._dataset_targets = dataset_targets if targets is None else None
+        self.loss = loss
+        self.update_ratio = update_ratio
+        self.weight_histograms = weight_histograms
         self.layers = layers
         self.depth = check_depth(depth)
         self.log_on_train_begin = bool(log_on_train_begin)
@@ -101,7 +121,10 @@ class ProbeCallback(keras.callbacks.Callback):
         self._epoch_start_step = 0
         self._last_logged: int | None = None
         self._logged_once = False
-        if self.every_n_batches is not None:
+        if update_ratio is None:  # on with targets, given or from a labelled dataset
+            update_ratio = targets is not None or dataset_targets is not None
+        self._batch_hook = self.every_n_batches is not None or bool(update_ratio)
+        if self._batch_hook:
             self.on_train_batch_end = self._on_train_batch_end
 
     def set_model(self, model: Any) -> None:
@@ -119,7 +142,7 @@ class ProbeCallback(keras.callbacks.Callback):
             self._log(step)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        if self.every_n_batches is not None:
+        if self._batch_hook:
             self._epoch_start_step = self._global_step()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -134,6 +157,10 @@ class ProbeCallback(keras.callbacks.Callback):
         # `batch` is the index of the last batch run (steps_per_execution may run several);
         # the global step is derived without reading a variable, which would block dispatch.
         step = self._epoch_start_step + batch + 1
+        if self.probe is not None:
+            self.probe.measure_update(step)
+        if self.every_n_batches is None:
+            return
         if step // self.every_n_batches > self._last_logged // self.every_n_batches:
             self._log(step)
 
@@ -161,5 +188,16 @@ class ProbeCallback(keras.callbacks.Callback):
             layers=self.layers,
             depth=self.depth,
             checks=False if self.checks is None else self.checks,
+            targets=self._targets_for(model),
+            loss=self.loss,
+            sample_weight=None if self.targets is not None else self.sample_weight,
+            update_ratio=self.update_ratio,
+            weight_histograms=self.weight_histograms,
             **self.options,
         )
+
+    def _targets_for(self, model: Any) -> Any:
+        """The given targets, else the dataset sample's when `model` has a loss."""
+        if self.targets is not None or not has_loss(model, self.loss):
+            return self.targets
+        return self._dataset_targets

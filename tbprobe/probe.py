@@ -33,6 +33,7 @@ from tbprobe import summaries
 from tbprobe.attention import attention_entropy
 from tbprobe.event_file import EventFile, check_writable
 from tbprobe.findings import Checks, Finding, resolve_checks
+from tbprobe.gradient_log import GradientLog
 from tbprobe.images import colormap_palette
 from tbprobe.monitor import FindingsMonitor, add_health, log_change
 from tbprobe.options import LogOptions, document_options, positive_int
@@ -47,6 +48,7 @@ from tbprobe.stats import (
     unpack_rows,
 )
 from tbprobe.tags import ATTENTION, ATTENTION_SCALAR_NAMES, SATURATED
+from tbprobe.targets import has_loss, split_sample
 
 _ENCODER_THREADS = min(4, os.cpu_count() or 1)
 _ENCODER = ThreadPoolExecutor(_ENCODER_THREADS, thread_name_prefix="tbprobe-png")
@@ -68,6 +70,16 @@ class Probe:
         every: `log(step)` logs when `step % every == 0`.
         depth: deepest layer-path depth probed (1 = the model's own layers, 2 = one level
             inside blocks and nested models, ...), or None for every level.
+        targets: the probe batch's targets (array, tensor, dict or tuple for multi-output
+            models): turns on one backward pass per log step and the gradient tags (see
+            `tbprobe.gradient_log`). A dataset `sample` gives its first batch's targets and
+            sample weights when a loss is available. None: no gradients.
+        loss: None for the compiled loss (`model.compute_loss`), or a callable
+            `(y_true, y_pred) -> scalar` for uncompiled models and custom loops.
+        sample_weight: optional sample weights of the targets, for the loss.
+        update_ratio: log `<layer>/update_ratio` of the training step after each log (needs
+            `log` or `measure_update` called after that step); None: on with targets.
+        weight_histograms: log a `<layer>/weights` histogram per layer with trainable weights.
         checks: the diagnosis after each log (`tbprobe.monitor`): a `tbprobe.Checks` of
             thresholds, True for the defaults, False for none. Findings are logged as WARNINGs
             of the `"tbprobe"` logger, written as `tbprobe/health` and `tbprobe/findings`, and
@@ -95,6 +107,11 @@ class Probe:
         layers: LayerSpec | Iterable[LayerSpec] | None = None,
         every: int = 1,
         depth: int | None = None,
+        targets: Any = None,
+        loss: Any = None,
+        sample_weight: Any = None,
+        update_ratio: bool | None = None,
+        weight_histograms: bool = False,
         checks: Checks | bool | None = True,
         **options: Any,
     ):
@@ -103,12 +120,19 @@ class Probe:
         self.log_dir = os.fspath(log_dir)
         self.probe_dir = check_writable(self.log_dir)
 
+        sample, dataset_targets, dataset_weight = split_sample(sample)
         self.sample = _as_tensors(first_batch(sample))
         self.probe_model = probe_model(model, layers, sample=self.sample, depth=depth)
         self.outputs: list[ProbedOutput] = self.probe_model.probed_outputs
         plans = [plan_output(output, self.options) for output in self.outputs]
         self._plans = [plan for plan in plans if not plan.attention]
         self._attention_plans = [plan for plan in plans if plan.attention]
+        if targets is None and has_loss(model, loss):
+            # A labelled dataset's targets; without a loss, activations only, as before.
+            targets, sample_weight = dataset_targets, dataset_weight
+        self._gradient_log = self._gradient_log_for(
+            model, targets, loss, sample_weight, update_ratio, weight_histograms
+        )
         self._palette = colormap_palette(self.options.cmap)
         self._writes = _writes_summaries(model)
         self._compute = tf.function(self._reduce_fast, autograph=False)
@@ -138,12 +162,13 @@ class Probe:
                 system gone); the steps logged before are on disk.
         """
         step = _as_step(step)
+        self.measure_update(step)
         if step % self.every or not self._writes:
             return False
         with_images = self._logs % self.options.images_every == 0 and any(
             plan.image for plan in self._plans + self._attention_plans
         )
-        reductions, entropies, images = self._run(with_images)
+        reductions, entropies, images, extra = self._run(with_images)
         self._logs += 1
         first_log = not self._header_written
         if first_log:
@@ -166,20 +191,41 @@ class Probe:
                 zip(ATTENTION_SCALAR_NAMES, row.tolist(), strict=True)
             )
             summaries.add_attention_values(builder, plan.output.tag, row, None)
+        if self._gradient_log is not None:
+            self._gradient_log.add_values(builder, extra, logged)
         if self._monitor is not None:
             change = self._monitor.update(step, logged)
             log_change(change)
             add_health(builder, change, text=change.changed or first_log)
-        extra = []
+        image_summaries = []
         if with_images:
             shown = [p for p in self._plans + self._attention_plans if p.image is not None]
             for plan, strings in zip(shown, self._encode(shown, images), strict=True):
                 self._image_summary.images(plan.image_tag, strings)
-            extra.append(self._image_summary)
-        self._events.write(step, builder, *extra)
+            image_summaries.append(self._image_summary)
+        self._events.write(step, builder, *image_summaries)
         self._events.flush(step)
         self._header_written = True
+        if self._gradient_log is not None:
+            self._gradient_log.after_log(step)
         return True
+
+    def measure_update(self, step: int | Any) -> bool:
+        """Write the update ratios of the training step that followed the last log.
+
+        `log(step)` calls it first, so a loop calling `log` after every training step needs
+        nothing else. Call it yourself after the training step that follows a log when `log`
+        is not called at every step (see README, "Gradients and weights").
+
+        Args:
+            step: the current step, one more than the last logged step.
+
+        Returns:
+            Whether update ratios were written (at the last logged step).
+        """
+        if self._gradient_log is None or not self._writes:
+            return False
+        return self._gradient_log.write_update_ratios(_as_step(step), self._events)
 
     def stats(self) -> dict[str, dict[str, float]]:
         """Health scalars of the last log step (computed now if nothing was logged yet).
@@ -206,6 +252,8 @@ class Probe:
     def close(self) -> None:
         """Flush and close the event file; a later `log` appends to the run in a new file."""
         self._events.close()
+        if self._gradient_log is not None and self._gradient_log.update_ratios is not None:
+            self._gradient_log.update_ratios.drop()
 
     def __enter__(self) -> Probe:
         return self
@@ -219,8 +267,46 @@ class Probe:
     def _manifest_row(self, plan: OutputPlan) -> summaries.ManifestRow:
         output = plan.output
         layer_class = type(output.layer).__name__
+        gradients, weights = (
+            (False, False)
+            if self._gradient_log is None
+            else self._gradient_log.manifest_columns(output.path)
+        )
         return summaries.ManifestRow(
-            output.tag, layer_class, output.shape, output.dtype, plan.image, output.kind
+            output.tag,
+            layer_class,
+            output.shape,
+            output.dtype,
+            plan.image,
+            output.kind,
+            gradients and not plan.attention,
+            weights,
+        )
+
+    def _gradient_log_for(
+        self,
+        model: Any,
+        targets: Any,
+        loss: Any,
+        sample_weight: Any,
+        update_ratio: bool | None,
+        weight_histograms: bool,
+    ) -> GradientLog | None:
+        """The gradient and weight part of the log step, or None when nothing of it is asked."""
+        if update_ratio is None:
+            update_ratio = targets is not None
+        if targets is None and not update_ratio and not weight_histograms:
+            return None
+        return GradientLog(
+            model,
+            self.probe_model,
+            self.sample,
+            targets,
+            sample_weight,
+            loss,
+            bool(update_ratio),
+            weight_histograms,
+            self.options,
         )
 
     def _encode(self, plans: list[OutputPlan], images: dict[str, np.ndarray]) -> list[list[bytes]]:
@@ -240,10 +326,10 @@ class Probe:
 
     def _run(
         self, with_images: bool
-    ) -> tuple[list[OutputReduction], np.ndarray, dict[str, np.ndarray]]:
-        """Every output's reductions, the attention entropies `[attention outputs, 2]` and the
-        device's part of the images, on the host."""
-        matrix, entropies, images = self._compute(self.sample, with_images)
+    ) -> tuple[list[OutputReduction], np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Every output's reductions, the attention entropies `[attention outputs, 2]`, the
+        device's part of the images and the gradient log's reductions, on the host."""
+        matrix, entropies, images, extra = self._compute(self.sample, with_images)
         matrix = matrix.numpy()
         inexact = matrix[:, _EXACT] == 0
         if inexact.any():  # NaN, Inf or huge values: the exact branch, traced on first need
@@ -252,11 +338,14 @@ class Probe:
             matrix[inexact] = exact[inexact]
         self._last = unpack_rows(matrix)
         images = {tag: value.numpy() for tag, value in images.items()}
-        return self._last, entropies.numpy(), images
+        extra = {key: value.numpy() for key, value in extra.items()}
+        if self._gradient_log is not None:
+            extra = self._gradient_log.fix_inexact(self.sample, extra)
+        return self._last, entropies.numpy(), images, extra
 
     def _reduce_fast(
         self, sample: Any, with_images: bool
-    ) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
+    ) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor], dict[str, tf.Tensor]]:
         o = self.options
         batch = BatchedReductions(
             [plan.spec for plan in self._plans if plan.spec is not None],
@@ -285,9 +374,15 @@ class Probe:
 
         # Each output is reduced as soon as its layer returns, and the forward pass waits for
         # it: a log step's peak memory stays near the forward pass's (see run_consuming).
-        self.probe_model.run_consuming(sample, consume)
+        # With gradients, the backward pass follows that forward pass (tbprobe.gradient_log).
+        extra: dict[str, tf.Tensor] = {}
+        if self._gradient_log is None:
+            self.probe_model.run_consuming(sample, consume)
+        else:
+            extra = self._gradient_log.run(sample, consume)
         rows = [entropies[plan.output.tag] for plan in self._attention_plans]
-        return batch.finish(), tf.stack(rows) if rows else tf.zeros([0, 2]), images
+        attention_rows = tf.stack(rows) if rows else tf.zeros([0, 2])
+        return batch.finish(), attention_rows, images, extra
 
     def _reduce_exact(self, sample: Any) -> tf.Tensor:
         o = self.options

@@ -159,13 +159,16 @@ class ProbeModel(keras.Model):
             self.probed_model(inputs, training=training)
         return {t.tag: t.tensor for t in tagged_tensors(records) if t.tag in self._outputs}
 
-    def run_consuming(self, inputs: Any, consume: Consume, training: bool = False) -> None:
+    def run_consuming(self, inputs: Any, consume: Consume, training: bool = False) -> Any:
         """Run the model, handing each probed output to `consume(output, tensor, mask)` as it
         is made (`output` a `ProbedOutput`, `mask` see `Consume`).
 
         The rest of the forward pass waits for the ops `consume` returns, so that each
         activation is used up and freed before the next layer runs: in a graph, memory stays
         near that of the plain forward pass instead of holding every activation at once.
+
+        Returns:
+            The probed model's own outputs (e.g. for a loss and its gradients).
         """
         seen: Counter[str] = Counter()
 
@@ -186,7 +189,7 @@ class ProbeModel(keras.Model):
                 )
 
         with _recording(self._selection, transform):
-            self.probed_model(inputs, training=training)
+            return self.probed_model(inputs, training=training)
 
 
 def _recording(selection: Selection, transform: Any = None) -> Any:

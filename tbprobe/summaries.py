@@ -33,10 +33,12 @@ from tensorboard.plugins.text import metadata as text_metadata
 from tbprobe.tags import (
     ATTENTION,
     ATTENTION_SCALAR_NAMES,
+    GRADIENT_SCALAR_NAMES,
     HISTOGRAM_METRIC,
     MANIFEST_TAG,
     MARGIN_NAMES,
     SCALAR_NAMES,
+    UPDATE_RATIO,
 )
 
 HISTOGRAM_METADATA = histogram_metadata.create_summary_metadata("", "")
@@ -48,7 +50,9 @@ LAYOUT_METADATA = custom_scalar_metadata.create_summary_metadata()
 
 @dataclass(frozen=True)
 class ManifestRow:
-    """One probed output as listed in the manifest (`kind` as `ProbedOutput.kind`)."""
+    """One probed output as listed in the manifest: `kind` as `ProbedOutput.kind`;
+    `gradients`: its gradient tags are logged; `weights`: its layer's weight tags are (see
+    `tbprobe.gradient_log`)."""
 
     tag: str
     layer_class: str
@@ -56,6 +60,8 @@ class ManifestRow:
     dtype: str
     image: str | None
     kind: str = "activation"
+    gradients: bool = False
+    weights: bool = False
 
 
 class SummaryBuilder:
@@ -161,7 +167,12 @@ def add_run_header(builder: SummaryBuilder, rows: list[ManifestRow]) -> None:
     """Add the manifest text and the custom-scalars layout."""
     builder.string(MANIFEST_TAG, manifest_markdown(rows))
     tags = [row.tag for row in rows if row.kind != ATTENTION]
-    layout = scalars_layout(tags, attention=len(tags) < len(rows)).SerializeToString()
+    layout = scalars_layout(
+        tags,
+        attention=len(tags) < len(rows),
+        gradients=any(row.gradients for row in rows),
+        weights=any(row.weights for row in rows),
+    ).SerializeToString()
     builder.string(custom_scalar_metadata.CONFIG_SUMMARY_TAG, layout, LAYOUT_METADATA)
 
 
@@ -177,17 +188,32 @@ def manifest_markdown(rows: list[ManifestRow]) -> str:
         "| tag | layer class | output shape | dtype | image |",
         "|---|---|---|---|---|",
     ]
+    extra = any(row.gradients or row.weights for row in rows)
+    if extra:  # gradients and weights (tbprobe.gradient_log): one more column each
+        lines[1:1] = [
+            "",
+            "Outputs with gradients also get the histogram `gradients` (dLoss/dOutput) and the "
+            "scalars gradient_rms, gradient_nonfinite. Layers with weights get `<layer>/"
+            "weight_rms` and, as asked, weight_gradient_rms, update_ratio and `weights`.",
+        ]
+        lines[-2:] = [lines[-2] + " gradients | weights |", lines[-1] + "---|---|"]
     for row in rows:
         shape = "(" + ", ".join("None" if d is None else str(d) for d in row.shape) + ")"
         image_tag = row.tag if row.kind == ATTENTION else f"{row.tag}/{row.image}"
         image = f"`{image_tag}`" if row.image else "-"
-        lines.append(f"| `{row.tag}` | {row.layer_class} | {shape} | {row.dtype} | {image} |")
+        line = f"| `{row.tag}` | {row.layer_class} | {shape} | {row.dtype} | {image} |"
+        if extra:
+            line += f" {'yes' if row.gradients else 'no'} | {'yes' if row.weights else 'no'} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
-def scalars_layout(tags: list[str], attention: bool = False) -> layout_pb2.Layout:
+def scalars_layout(
+    tags: list[str], attention: bool = False, gradients: bool = False, weights: bool = False
+) -> layout_pb2.Layout:
     """Custom-scalars layout: every layer's metric in one chart (the attention entropies too
-    when `attention`); mean +- std per layer of `tags`."""
+    when `attention`); mean +- std per layer of `tags`; with `gradients`, "gradient_rms by
+    layer"; with `weights`, "update_ratio by layer"."""
     lower, upper = MARGIN_NAMES
     names = (*SCALAR_NAMES, *ATTENTION_SCALAR_NAMES) if attention else SCALAR_NAMES
     overview = layout_pb2.Category(
@@ -219,4 +245,21 @@ def scalars_layout(tags: list[str], attention: bool = False) -> layout_pb2.Layou
             for tag in tags
         ],
     )
-    return layout_pb2.Layout(category=[overview, margins])
+    by_layer = [GRADIENT_SCALAR_NAMES[0]] if gradients else []
+    by_layer += [UPDATE_RATIO] if weights else []
+    categories = [overview, margins]
+    if by_layer:
+        categories.insert(
+            1,
+            layout_pb2.Category(
+                title="tbprobe: gradients and weights",
+                chart=[
+                    layout_pb2.Chart(
+                        title=f"{name} by layer",
+                        multiline=layout_pb2.MultilineChartContent(tag=[rf".*/{name}$"]),
+                    )
+                    for name in by_layer
+                ],
+            ),
+        )
+    return layout_pb2.Layout(category=categories)

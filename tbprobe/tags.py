@@ -23,3 +23,10 @@ MANIFEST_TAG = "tbprobe/manifest"
 HEALTH_TAG = "tbprobe/health"  # text: the findings, at each log where they changed
 FINDINGS_TAG = "tbprobe/findings"  # scalar: how many findings are active, every log
 RUN_TAGS = (MANIFEST_TAG, HEALTH_TAG, FINDINGS_TAG)  # about the whole run, not a layer
+# With targets (tbprobe.gradients): per probed output, the histogram of dLoss/dOutput and its
+# scalars; per layer with trainable weights (its path), the weight scalars and histogram.
+GRADIENT_HISTOGRAM = "gradients"
+GRADIENT_SCALAR_NAMES = ("gradient_rms", "gradient_nonfinite")
+WEIGHT_SCALAR_NAMES = ("weight_rms", "weight_gradient_rms")
+UPDATE_RATIO = "update_ratio"  # ||W_after - W_before|| / ||W_before|| of one optimizer step
+WEIGHT_HISTOGRAM = "weights"

@@ -49,6 +49,9 @@ def test_python_snippets_log_what_they_say(readme_runs, capsys):
     custom = read_events(folder / "runs/custom_loop/probe")
     assert custom["pool/dead_units"]["steps"] == [4, 8, 12, 16]
     assert set(namespace["activations"]) == {"conv1", "logits"}
+    grads = read_events(folder / "runs/grads/probe")
+    assert grads["logits/gradient_rms"]["steps"] == [32, 48]  # train begin, epoch end
+    assert grads["conv1/update_ratio"]["steps"] == [32]
 
 
 def test_python_snippets_print_what_they_compute(readme_runs):
