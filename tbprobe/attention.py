@@ -63,7 +63,7 @@ def attention_entropy(probs: tf.Tensor, key_mask: Any = None) -> tuple[tf.Tensor
 def attention_image(
     probs: tf.Tensor, max_samples: int = 1, max_side: int = DEFAULT_MAX_IMAGE_SIDE
 ) -> tf.Tensor:
-    """Per shown sample, a grid of one queries x keys heatmap per head.
+    """Per shown sample, one queries x keys heatmap per head: the tiles of a grid.
 
     Args:
         probs: `[batch, heads, queries, keys]` float tensor of probabilities (static heads,
@@ -76,6 +76,12 @@ def attention_image(
         probabilities 0..1 (clipped; non-finite values become 0); the host arranges the tiles
         with `tbprobe.images.feature_map_grid`.
     """
+    return grid_tiles(attention_maps(probs, max_samples), max_side)
+
+
+def attention_maps(probs: tf.Tensor, max_samples: int = 1) -> tf.Tensor:
+    """The shown probabilities, float32 `[k, queries, keys, heads]` in [0, 1]: the heads become
+    tiles. Maps of several layers of one shape are drawn together by one `grid_tiles`."""
     maps = tf.cast(probs[:max_samples], tf.float32)
     maps = tf.where(tf.math.is_finite(maps), tf.clip_by_value(maps, 0.0, 1.0), 0.0)
-    return grid_tiles(tf.transpose(maps, [0, 2, 3, 1]), max_side)  # heads become tiles
+    return tf.transpose(maps, [0, 2, 3, 1])

@@ -90,12 +90,29 @@ def feature_map_tiles(
         tiles at their final size or smaller by an integer factor (`feature_map_grid` enlarges
         and arranges them on the host).
     """
+    maps = feature_map_maps(x, max_channels, max_samples, channels_first)
+    return feature_map_tiles_of(maps, max_side)
+
+
+def feature_map_maps(
+    x: tf.Tensor, max_channels: int = 32, max_samples: int = 1, channels_first: bool = False
+) -> tf.Tensor:
+    """The shown part of a rank-4 activation: float32 `[k, height, width, shown channels]`.
+
+    Taken as the layer returns, it is all an image needs: maps of several outputs of one shape
+    are then drawn together by one `feature_map_tiles_of` (fewer ops to trace and run).
+    """
     if channels_first:
         x = tf.transpose(x, [0, 2, 3, 1])
     samples, channels = int(x.shape[0]), int(x.shape[3])
     shown = min(channels, max_channels)
     maps = x if samples <= max_samples and shown == channels else x[:max_samples, :, :, :shown]
-    return grid_tiles(_normalize(tf.cast(maps, tf.float32), axes=[1, 2]), max_side)
+    return tf.cast(maps, tf.float32)
+
+
+def feature_map_tiles_of(maps: tf.Tensor, max_side: int = DEFAULT_MAX_IMAGE_SIDE) -> tf.Tensor:
+    """`feature_map_tiles` of `feature_map_maps` (of one output, or several stacked)."""
+    return grid_tiles(_normalize(maps, axes=[1, 2]), max_side)
 
 
 def grid_tiles(maps: tf.Tensor, max_side: int = DEFAULT_MAX_IMAGE_SIDE) -> tf.Tensor:
@@ -159,10 +176,21 @@ def heatmap(
         uint8 palette indices `[k, H, W]`, at their final size or smaller by an integer factor
         per axis (`enlarge_heatmap` finishes them on the host).
     """
+    return heatmap_of(heatmap_maps(x, max_samples), max_side)
+
+
+def heatmap_maps(x: tf.Tensor, max_samples: int = 1) -> tf.Tensor:
+    """The shown part of a heatmap's activation: float32 `[k, height, width, 1]` (see
+    `feature_map_maps`: maps of one shape are drawn together by `heatmap_of`)."""
     if x.shape.rank > 3:
         x = tf.reshape(x, [-1, int(x.shape[1]), math.prod(int(d) for d in x.shape[2:])])
     images = x[tf.newaxis] if x.shape.rank == 2 else x[:max_samples]
-    images = _normalize(tf.cast(images, tf.float32)[..., tf.newaxis], axes=[1, 2])
+    return tf.cast(images, tf.float32)[..., tf.newaxis]
+
+
+def heatmap_of(maps: tf.Tensor, max_side: int = DEFAULT_MAX_IMAGE_SIDE) -> tf.Tensor:
+    """`heatmap` of `heatmap_maps` (of one output, or several stacked): uint8 `[k, H, W]`."""
+    images = _normalize(maps, axes=[1, 2])
     height, width = int(images.shape[1]), int(images.shape[2])
     # Rows and columns are scaled on their own: 16 samples x 4096 units stays legible.
     target = (_fit(height, 1, 1, 1, max_side)[0], _fit(1, width, 1, 1, max_side)[1])

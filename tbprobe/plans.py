@@ -16,13 +16,16 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tbprobe.attention import attention_image
+from tbprobe.attention import attention_maps
 from tbprobe.images import (
     describe_image,
     enlarge_heatmap,
     feature_map_grid,
-    feature_map_tiles,
-    heatmap,
+    feature_map_maps,
+    feature_map_tiles_of,
+    grid_tiles,
+    heatmap_maps,
+    heatmap_of,
     image_strings,
 )
 from tbprobe.options import LogOptions
@@ -66,26 +69,58 @@ class OutputPlan:
         """The image's tag: `<tag>/<kind>`; attention's own tag is `<layer tag>/attention`."""
         return self.output.tag if self.attention else f"{self.output.tag}/{self.image}"
 
-    def device_image(self, x: tf.Tensor, options: LogOptions) -> tf.Tensor:
-        """The image's part computed in the log step: small uint8 palette indices."""
+    def image_maps(self, x: tf.Tensor, options: LogOptions) -> tf.Tensor:
+        """What the image needs of `x`, taken as the layer returns: the shown float maps.
+
+        Maps of the same `image` and shape are drawn together (`draw_images`), so that a model
+        of many same-shaped layers draws its images in a few ops, not a few per layer.
+        """
         o = options
         if self.image == ATTENTION:
-            return attention_image(x, o.max_samples, o.max_image_side)
+            return attention_maps(x, o.max_samples)
         if self.image == FEATURE_MAPS:
-            return feature_map_tiles(
-                x, o.max_channels, o.max_samples, self.channels_first, o.max_image_side
-            )
-        return heatmap(x, o.max_samples, o.max_image_side)
+            return feature_map_maps(x, o.max_channels, o.max_samples, self.channels_first)
+        return heatmap_maps(x, o.max_samples)
 
     def host_image(
         self, indices: np.ndarray, options: LogOptions, palette: np.ndarray | None
     ) -> list[bytes]:
-        """The image plugin's strings from what `device_image` returned."""
+        """The image plugin's strings from what `draw_images` returned for this output."""
         if self.image in (FEATURE_MAPS, ATTENTION):
             images = feature_map_grid(indices, options.max_image_side)
         else:
             images = enlarge_heatmap(indices, options.max_image_side)
         return image_strings(images, palette)
+
+
+def draw_images(
+    plans: list[OutputPlan], maps: dict[str, tf.Tensor], options: LogOptions
+) -> dict[str, tf.Tensor]:
+    """The device's part of every image, `{tag: uint8 palette indices}`: maps of one image kind
+    and shape are concatenated along the samples and drawn by one pipeline, then split.
+
+    Args:
+        plans: the plans whose `image_maps` are in `maps`.
+        maps: `{tag: image_maps(...)}`.
+        options: the probe's options (`max_image_side`).
+    """
+    groups: dict[tuple[Any, ...], list[OutputPlan]] = {}
+    for plan in plans:
+        groups.setdefault((plan.image, *maps[plan.output.tag].shape[1:]), []).append(plan)
+    drawn: dict[str, tf.Tensor] = {}
+    for (kind, *_), members in groups.items():
+        parts = [maps[plan.output.tag] for plan in members]
+        stacked = parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
+        if kind == ATTENTION:
+            images = grid_tiles(stacked, options.max_image_side)
+        elif kind == FEATURE_MAPS:
+            images = feature_map_tiles_of(stacked, options.max_image_side)
+        else:
+            images = heatmap_of(stacked, options.max_image_side)
+        counts = [int(part.shape[0]) for part in parts]
+        pieces = [images] if len(parts) == 1 else tf.split(images, counts, axis=0)
+        drawn.update(zip((plan.output.tag for plan in members), pieces, strict=True))
+    return drawn
 
 
 def plan_output(output: ProbedOutput, options: LogOptions) -> OutputPlan:

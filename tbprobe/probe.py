@@ -37,7 +37,7 @@ from tbprobe.gradient_log import GradientLog
 from tbprobe.images import colormap_palette
 from tbprobe.monitor import FindingsMonitor, add_health, log_change
 from tbprobe.options import LogOptions, document_options, positive_int
-from tbprobe.plans import OutputPlan, plan_output
+from tbprobe.plans import OutputPlan, draw_images, plan_output
 from tbprobe.probing import ProbedOutput, probe_model
 from tbprobe.selection import LayerSpec
 from tbprobe.stats import (
@@ -356,7 +356,7 @@ class Probe:
         index = {plan.output.tag: i for i, plan in enumerate(self._plans)}
         attention = {plan.output.tag: plan for plan in self._attention_plans}
         entropies: dict[str, tf.Tensor] = {}
-        images: dict[str, tf.Tensor] = {}
+        maps: dict[str, tf.Tensor] = {}
 
         def consume(output: ProbedOutput, x: tf.Tensor, mask: Any) -> list[tf.Tensor]:
             tag = output.tag
@@ -368,8 +368,8 @@ class Probe:
                 plan = self._plans[index[tag]]
                 made = batch.reduce(index[tag], x)
             if with_images and plan.image is not None:
-                images[tag] = plan.device_image(x, o)
-                made.append(images[tag])
+                maps[tag] = plan.image_maps(x, o)
+                made.append(maps[tag])
             return made
 
         # Each output is reduced as soon as its layer returns, and the forward pass waits for
@@ -380,6 +380,8 @@ class Probe:
             self.probe_model.run_consuming(sample, consume)
         else:
             extra = self._gradient_log.run(sample, consume)
+        drawn = [plan for plan in self._plans + self._attention_plans if plan.output.tag in maps]
+        images = draw_images(drawn, maps, o)
         rows = [entropies[plan.output.tag] for plan in self._attention_plans]
         attention_rows = tf.stack(rows) if rows else tf.zeros([0, 2])
         return batch.finish(), attention_rows, images, extra
