@@ -15,9 +15,9 @@ An event file is a sequence of TFRecords, little-endian::
     uint64 length | uint32 masked CRC-32C of length | payload | uint32 masked CRC-32C of payload
 
 and each payload is a serialized `Event` proto. TensorBoard's `EventFileLoader` reads these
-through TensorFlow when it is installed (a 4 s import), and its TensorFlow-free fallback
-(`tensorflow_stub.pywrap_tensorflow.PyRecordReader_New`) checksums every byte in pure Python at
-about 3.6 MB/s, feature-map PNGs of up to megabytes included. So this module frames records
+through TensorFlow when it is installed (a slow import), and its TensorFlow-free fallback
+(`tensorflow_stub.pywrap_tensorflow.PyRecordReader_New`) checksums every byte in pure Python,
+slowly, feature-map PNGs of up to megabytes included. So this module frames records
 itself, checks the length CRC of every record and the payload CRC of every record whose values
 it keeps (TensorBoard's `masked_crc32c`), skips image payloads unchecked, and decodes with
 TensorBoard's protos, `data_compat` and `make_ndarray`.

@@ -1,7 +1,7 @@
 """A small thread-safe cache of values that stay valid while their data's version is unchanged.
 
 The dashboard's overview of a metric for a run costs a read of every layer's series through the
-data provider (about 0.1 s for 500 layers x 100 steps); the manifest's layer order costs a read
+data provider (the slow part of a request with many layers); the manifest's layer order costs a read
 and a parse. Both depend only on data that TensorBoard reports a version of in its cheap
 listings (the number of series, their last step and last wall time), so they are kept here under
 that version and recomputed when it changes. Two threads asking for one key compute it once.

@@ -63,7 +63,7 @@ class Source:
         """``provider.list_<kind>`` (scalars, tensors, blob_sequences) under a run/tag filter.
 
         A listing is reused for `LISTING_TTL_S` seconds: the page's first requests come together
-        and each lists every series (0.2 s for 10 runs of 2,500 scalar series).
+        and each lists every series, which costs with thousands of series.
         """
         method = getattr(self.provider, f"list_{kind}")
         key = ("list", self.experiment_id, kind, plugin, _key(runs), _key(tags))
