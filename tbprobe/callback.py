@@ -159,7 +159,7 @@ class ProbeCallback(keras.callbacks.Callback):
         step = self._epoch_start_step + batch + 1
         if self.probe is not None:
             self.probe.measure_update(step)
-        if self.every_n_batches is None:
+        if self.every_n_batches is None or self._last_logged is None:  # set by on_train_begin
             return
         if step // self.every_n_batches > self._last_logged // self.every_n_batches:
             self._log(step)

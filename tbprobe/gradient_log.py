@@ -189,6 +189,7 @@ class GradientLog:
         return True
 
     def _backward(self, sample: Any, consume: Consume | None) -> Any:
+        assert self.loss_fn is not None, "called only with targets, which set loss_fn"
         return forward_backward(
             self.probe_model,
             sample,

@@ -232,7 +232,7 @@ def health_markdown(change: FindingsChange) -> str:
         lines += ["", "| rule | layer | since | evidence | hint |", "|---|---|---|---|---|"]
         hinted = set()
         for f in change.findings:
-            cells = (rules.TITLES[f.rule], f"`{f.tag}`" if f.tag else "all layers")
+            cells: tuple[str, ...] = (rules.TITLES[f.rule], f"`{f.tag}`" if f.tag else "all layers")
             cells += (
                 f"step {f.first_step}",
                 f.evidence,

@@ -182,7 +182,7 @@ class Probe:
             tag = plan.output.tag
             logged[tag] = values.scalars()
             summaries.add_layer_values(builder, tag, logged[tag], values.histogram())
-            if plan.spec.bounds is not None:
+            if plan.spec is not None and plan.spec.bounds is not None:
                 logged[tag][SATURATED] = values.saturated
                 builder.scalar(f"{tag}/{SATURATED}", values.saturated)
         for plan, row in zip(self._attention_plans, entropies, strict=True):

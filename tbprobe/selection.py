@@ -140,10 +140,10 @@ def resolve_selection(
     available = layer_paths(model, check_depth(depth))
     internal = frozenset(_internal_paths(model, available))
     if layers is None:
-        chosen = {
+        every = {
             p: layer for p, layer in available.items() if not _duplicates_attention(p, available)
         }
-        return Selection(chosen, internal=internal, ancestors=_ancestors(chosen, available))
+        return Selection(every, internal=internal, ancestors=_ancestors(every, available))
     specs = _as_spec_list(layers)
     chosen: set[str] = set()
     named: set[str] = set()

@@ -41,7 +41,6 @@ results leave the device as one matrix; `unpack_rows` names them again on the ho
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -134,6 +133,7 @@ class BatchedReductions:
         histogram_sample: int | None = DEFAULT_HISTOGRAM_SAMPLE,
     ):
         self.specs = list(specs)
+        self._shapes: dict[int, tuple[int, ...]] = {}  # index -> shape of the traced tensor
         self.buckets = buckets
         self.zero_tol = zero_tol
         self.histogram_sample = histogram_sample
@@ -147,16 +147,17 @@ class BatchedReductions:
 
     def reduce(self, index: int, x: tf.Tensor) -> list[tf.Tensor]:
         """Reduce output `index`; returns the tensors that keep what is needed of `x`."""
-        spec = self.specs[index] = dataclasses.replace(self.specs[index], shape=_static_shape(x))
+        spec = self.specs[index]
+        shape = self._shapes[index] = _static_shape(x)
         x = _as_float(x)
-        size = math.prod(spec.shape)
+        size = math.prod(shape)
         if size == 0:
             return []
-        unit = _unit_index(len(spec.shape), spec.unit_axis)
-        units = 1 if unit is None else spec.shape[unit]
+        unit = _unit_index(len(shape), spec.unit_axis)
+        units = 1 if unit is None else shape[unit]
         positions = size // units
         rows = None  # x as [positions, units], when units are last
-        if unit in (None, len(spec.shape) - 1):
+        if unit in (None, len(shape) - 1):
             rows = tf.reshape(x, self._constant(("shape", positions, units), [positions, units]))
         whole = x if rows is None else rows
         axes = self._constant(("axes", whole.shape.rank), list(range(whole.shape.rank)))
@@ -181,11 +182,11 @@ class BatchedReductions:
     def finish(self) -> tf.Tensor:
         """The `[outputs, len(FIELDS) + buckets]` float64 matrix of every output's row."""
         count = len(self.specs)
-        empty = [i for i, spec in enumerate(self.specs) if math.prod(spec.shape) == 0]
+        empty = [i for i in range(count) if math.prod(self._shapes[i]) == 0]
         live = [i for i in range(count) if i not in empty]
         if not live:
             return tf.constant([_empty_row(self.buckets)] * count, tf.float64)
-        sizes = np.array([math.prod(self.specs[i].shape) for i in live], np.float64)
+        sizes = np.array([math.prod(self._shapes[i]) for i in live], np.float64)
         low, high, total, half_squares = tf.unstack(self._stacked_moments(live), axis=1)
         mean = total / sizes
         std = tf.sqrt(tf.maximum(2 * half_squares / sizes - mean * mean, 0))
@@ -261,7 +262,7 @@ class BatchedReductions:
         self, index: int, x: tf.Tensor, rows: tf.Tensor | None, moments: tf.Tensor
     ) -> tf.Tensor:
         spec = self.specs[index]
-        width, stride = sample_plan(spec.shape, spec.unit_axis, self.histogram_sample)
+        width, stride = sample_plan(self._shapes[index], spec.unit_axis, self.histogram_sample)
         flat = self._constant("flat", [-1])
         if stride == 1:
             sample = tf.reshape(x, flat)
@@ -303,7 +304,7 @@ class BatchedReductions:
             part = tf.repeat(tf.range(len(parts)), units)
             slots = tf.gather([slot[i] for i, _ in parts], part)
             positions = [
-                math.prod(self.specs[i].shape) // u for (i, _), u in zip(parts, units, strict=True)
+                math.prod(self._shapes[i]) // u for (i, _), u in zip(parts, units, strict=True)
             ]
             is_dead = tf.cast(
                 counts >= tf.gather(np.array(positions, np.float64), part), tf.float64
@@ -327,10 +328,10 @@ class BatchedReductions:
             counts.update(zip(indices, tf.unstack(batched), strict=True))
         scale = []
         for i in live:
-            spec = self.specs[i]
-            width, stride = sample_plan(spec.shape, spec.unit_axis, self.histogram_sample)
-            rows = math.prod(spec.shape) // width
-            scale.append(math.prod(spec.shape) / (width * len(range(0, rows, stride))))
+            spec, shape = self.specs[i], self._shapes[i]
+            width, stride = sample_plan(shape, spec.unit_axis, self.histogram_sample)
+            rows = math.prod(shape) // width
+            scale.append(math.prod(shape) / (width * len(range(0, rows, stride))))
         return self._in_rows(live, counts) * np.array(scale)[:, None]
 
     def _in_rows(

@@ -145,7 +145,7 @@ def add_layer_values(
 
 
 def add_attention_values(
-    builder: SummaryBuilder, tag: str, entropies: np.ndarray, image: np.ndarray | None
+    builder: SummaryBuilder, tag: str, entropies: np.ndarray, image: list[bytes] | None
 ) -> None:
     """Add an attention output's scalars and image.
 

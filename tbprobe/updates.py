@@ -62,7 +62,7 @@ class UpdateRatios:
             `step` is the snapshot's own (no training step yet), or when more than one step
             passed (one warning, the first time).
         """
-        if self._before is None or step == self._step:
+        if self._before is None or self._step is None or step == self._step:
             return None
         before, at = self._before, self._step
         self._before = self._step = None

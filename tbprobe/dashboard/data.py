@@ -15,6 +15,7 @@ in `tbprobe.dashboard.views`.
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -78,7 +79,10 @@ class Source:
             ),
         )
 
-    def read(self, kind: str, plugin: str, runs=None, tags=None) -> dict[str, dict[str, list]]:
+    # `builtins.list`: in this class `list` names the method above.
+    def read(
+        self, kind: str, plugin: str, runs=None, tags=None
+    ) -> dict[str, dict[str, builtins.list[Any]]]:
         """``provider.read_<kind>`` under a run/tag filter, as many samples as TensorBoard keeps."""
         method = getattr(self.provider, f"read_{kind}")
         return method(

@@ -9,6 +9,7 @@ stay distinct from "not logged".
 from __future__ import annotations
 
 import base64
+import functools
 from typing import Any
 
 import numpy as np
@@ -47,8 +48,10 @@ def overview(
     known = order_metrics({m for run in runs for m in index[run]["metrics"]})
     metric = known[0] if metric is None and known else metric
     if metric not in known:
-        raise NotFound(f"No run of {runs} logs metric {metric!r}{did_you_mean(metric, known)}")
-    result = {}
+        raise NotFound(
+            f"No run of {runs} logs metric {metric!r}{did_you_mean(metric or '', known)}"
+        )
+    result: dict[str, dict[str, Any]] = {}
     for run in runs:
         series = {
             layer: listing.get(run, {})[f"{layer}/{metric}"]
@@ -63,7 +66,7 @@ def overview(
         result[run] = source.cache.get(
             ("overview", source.experiment_id, run, metric),
             version,
-            lambda run=run, layers=list(series): _matrix(source, run, layers, metric),
+            functools.partial(_matrix, source, run, list(series), metric),
         )
     return metric, result
 

@@ -153,7 +153,9 @@ class TbprobePlugin(base_plugin.TBPlugin):
             self._cache,
         )
 
-    @wrappers.Request.application
+    # werkzeug's stub types `application` for functions only; at run time it wraps bound
+    # methods too (its documented use).
+    @wrappers.Request.application  # type: ignore[arg-type]
     def _serve_blob(self, request: wrappers.Request) -> Any:
         key = request.args.get("key")
         if not key:
@@ -172,7 +174,7 @@ class TbprobePlugin(base_plugin.TBPlugin):
         )
         return http_util.Respond(request, blob, content_type, expires=3600)
 
-    @wrappers.Request.application
+    @wrappers.Request.application  # type: ignore[arg-type]  # a method: see _serve_blob
     def _serve_static(self, request: wrappers.Request) -> Any:
         prefix = f"/data/plugin/{PLUGIN_NAME}/static/"
         name = posixpath.normpath(request.path.partition(prefix)[2])
