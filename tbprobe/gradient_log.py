@@ -227,9 +227,7 @@ class GradientLog:
 def _fast_reductions(tensors: list[tf.Tensor], buckets: int, histogram_sample: Any) -> tf.Tensor:
     """`[tensors, FIELDS + buckets]`, batched as activations are. Each tensor is one unit:
     dead units and sparsity of a gradient are not logged."""
-    batch = BatchedReductions(
-        [OutputSpec(tuple(t.shape), None) for t in tensors], buckets, 0.0, histogram_sample
-    )
+    batch = BatchedReductions([OutputSpec(None) for _ in tensors], buckets, 0.0, histogram_sample)
     for i, tensor in enumerate(tensors):
         batch.reduce(i, tensor)
     return batch.finish()

@@ -135,7 +135,7 @@ def plan_output(output: ProbedOutput, options: LogOptions) -> OutputPlan:
     else:
         unit_axis = 1 if channels_first and rank >= 3 else -1
     image = describe_image(output.shape, output.layer) if options.images else None
-    spec = OutputSpec(output.shape, unit_axis, saturation_bounds(output.layer))
+    spec = OutputSpec(unit_axis, saturation_bounds(output.layer))
     return OutputPlan(output, spec, image, channels_first and rank == 4)
 
 

@@ -190,7 +190,7 @@ class Probe:
             logged.setdefault(layer_tag, {}).update(
                 zip(ATTENTION_SCALAR_NAMES, row.tolist(), strict=True)
             )
-            summaries.add_attention_values(builder, plan.output.tag, row, None)
+            summaries.add_attention_values(builder, plan.output.tag, row)
         if self._gradient_log is not None:
             self._gradient_log.add_values(builder, extra, logged)
         if self._monitor is not None:

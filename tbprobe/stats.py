@@ -97,15 +97,14 @@ def unpack_rows(matrix: np.ndarray) -> list[OutputReduction]:
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """What `BatchedReductions` needs to know of one output before the graph runs.
+    """What `BatchedReductions` needs to know of one output before the graph runs (its shape
+    is the traced tensor's).
 
     Attributes:
-        shape: the shape; dimensions left None are taken from the traced tensor.
         unit_axis: axis indexing units for `dead_units`; None: the whole tensor is one unit.
         bounds: `(low, high)` of a saturating activation, or None (no `saturated` value).
     """
 
-    shape: tuple[int | None, ...]
     unit_axis: int | None = -1
     bounds: tuple[float, float] | None = None
 
@@ -446,9 +445,7 @@ def layer_reductions(
         float64 vector `[len(FIELDS) + buckets]`, valid where its `exact` field is 1.
     """
     x = tf.convert_to_tensor(x)
-    batch = BatchedReductions(
-        [OutputSpec(_static_shape(x), unit_axis, bounds)], buckets, zero_tol, histogram_sample
-    )
+    batch = BatchedReductions([OutputSpec(unit_axis, bounds)], buckets, zero_tol, histogram_sample)
     batch.reduce(0, x)
     return batch.finish()[0]
 

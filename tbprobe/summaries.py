@@ -144,23 +144,18 @@ def add_layer_values(
     builder.scalar(f"{tag}/{upper}", scalars["mean"] + scalars["std"])
 
 
-def add_attention_values(
-    builder: SummaryBuilder, tag: str, entropies: np.ndarray, image: list[bytes] | None
-) -> None:
-    """Add an attention output's scalars and image.
+def add_attention_values(builder: SummaryBuilder, tag: str, entropies: np.ndarray) -> None:
+    """Add an attention output's scalars (its image goes with the other images).
 
     Args:
         builder: the step's summary.
         tag: the attention output's tag, `<layer tag>/attention`; also the image's tag.
         entropies: `[mean, lowest head's mean]` normalized entropies, written as
             `<layer tag>/attention_entropy` and `<layer tag>/attention_entropy_min`.
-        image: the encoded image strings, or None when images are off.
     """
     layer_tag = tag.removesuffix(f"/{ATTENTION}")
     for name, value in zip(ATTENTION_SCALAR_NAMES, entropies, strict=True):
         builder.scalar(f"{layer_tag}/{name}", float(value))
-    if image is not None:
-        builder.images(tag, image)
 
 
 def add_run_header(builder: SummaryBuilder, rows: list[ManifestRow]) -> None:

@@ -155,7 +155,7 @@ def test_runs_route_lists_probe_runs_layers_metrics_and_images(tensorboard, runs
         assert sorted(index["histograms"]) == sorted(LAYERS)
         images = {tag for tags in index["images"].values() for tag in tags}
         assert images == written["images"]
-        assert index["health"] == (run == "diagnosed/probe")
+        assert index["health"] is True  # Probe writes tbprobe/health at its first log
 
 
 @pytest.mark.slow
@@ -204,10 +204,14 @@ def test_layer_route_serves_histograms_scalars_and_image_bytes(tensorboard, runs
 @pytest.mark.slow
 def test_findings_route_parses_the_health_table(tensorboard):
     answer = get_json(tensorboard.url, "findings", run_params(PROBE_RUNS))
-    assert list(answer["runs"]) == ["diagnosed/probe"]
+    assert sorted(answer["runs"]) == list(PROBE_RUNS)  # every Probe writes its health card
     found = answer["runs"]["diagnosed/probe"]
     assert (found["step"], found["text"]) == (FINDING_STEP, HEALTH)
     assert found["rows"] == data.markdown_rows(HEALTH)
+    for run in ("baseline/probe", "high_lr/probe"):
+        logged = answer["runs"][run]
+        assert logged["text"].startswith("**")  # the card Probe wrote, parsed as it reads
+        assert logged["rows"] == data.markdown_rows(logged["text"])
 
 
 @pytest.mark.slow

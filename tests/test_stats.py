@@ -8,6 +8,8 @@ import tensorflow as tf
 from numpy_stats import layer_statistics_numpy
 
 from tbprobe.stats import (
+    BatchedReductions,
+    OutputSpec,
     histogram_rows,
     layer_reductions,
     layer_reductions_exact,
@@ -207,3 +209,50 @@ def test_hundred_million_elements_in_linear_memory():
         assert abs(unpack(fn(x).numpy())["mean"]) < 1e-3
     exact = unpack(tf.function(layer_reductions_exact)(x).numpy())
     assert exact["histogram"][:, 2].sum() == n
+
+
+def test_outputs_reduced_together_match_each_reduced_alone():
+    """One BatchedReductions over outputs of every kind: float32 and float64, empty, rank 1,
+    channels-first, saturating, one whose sample is too large to batch, one with a NaN. Each row
+    equals numpy's answer for that output alone, and no output leaks into another's row."""
+    rng = np.random.default_rng(7)
+    relu = np.maximum(rng.normal(size=(4, 6, 6, 5)), 0).astype("float32")
+    relu[..., 1] = 0.0  # a dead unit
+    tensors = [
+        (relu, OutputSpec(-1), {}),
+        (rng.normal(size=(3, 7)), OutputSpec(-1), {}),  # float64
+        (np.zeros((0, 4), "float32"), OutputSpec(-1), {}),
+        (rng.normal(size=(11,)).astype("float32"), OutputSpec(-1), {}),
+        (rng.normal(size=(2, 3, 4, 4)).astype("float32"), OutputSpec(1), {"unit_axis": 1}),
+        (
+            1 / (1 + np.exp(-4 * rng.normal(size=(5, 9)))).astype("float32"),
+            OutputSpec(-1, (0.0, 1.0)),
+            {},
+        ),
+        (rng.normal(size=(3, 200, 300)).astype("float32"), OutputSpec(-1), {}),
+    ]
+    batch_size = 2**16
+    with_nan = rng.normal(size=(4, 4)).astype("float32")
+    with_nan[1, 2] = np.nan
+    tensors.append((with_nan, OutputSpec(-1), {}))
+
+    @tf.function
+    def reduce_all(*xs):
+        batch = BatchedReductions([spec for _, spec, _ in tensors], 12, 0.0, batch_size)
+        for i, x in enumerate(xs):
+            batch.reduce(i, x)
+        return batch.finish()
+
+    rows = unpack_rows(reduce_all(*[tf.constant(x) for x, _, _ in tensors]).numpy())
+    for (x, _, kwargs), row in zip(tensors[:-1], rows[:-1], strict=True):
+        want = layer_statistics_numpy(x, buckets=12, histogram_sample=batch_size, **kwargs)
+        assert row.exact
+        for name in SCALARS:
+            np.testing.assert_allclose(getattr(row, name), want[name], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(row.histogram()[:, 2], want["histogram"][:, 2], rtol=1e-12)
+    sigmoid = tensors[5][0]
+    near = (sigmoid <= 1e-3) | (sigmoid >= 1 - 1e-3)
+    assert rows[5].saturated == pytest.approx(near.mean())
+    assert np.isnan(rows[0].saturated)  # not a saturating output
+    assert not rows[-1].exact  # the NaN output's fast row is flagged for the exact branch
+    assert rows[0].dead_units == pytest.approx(1 / 5)
