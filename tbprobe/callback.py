@@ -45,8 +45,7 @@ class ProbeCallback(keras.callbacks.Callback):
             inside blocks and nested models, ...), or None for every level.
         every_n_epochs: log at the end of every this many epochs.
         every_n_batches: also log every this many training batches (None: epoch ends only).
-            Overriding batch hooks turns off Keras's asynchronous batch dispatch, so this costs
-            a little speed even between logs.
+            A batch hook costs one Python call per batch (see the module docstring).
         log_on_train_begin: also log when training starts, so that the charts begin with the
             initial state (skipped when that step was logged already, e.g. by an earlier fit).
         targets: the probe batch's targets: turns on gradients (see `Probe`); a labelled
