@@ -23,7 +23,8 @@ import keras
 from tbprobe.event_file import check_writable
 from tbprobe.findings import Checks, FindingsError, resolve_checks
 from tbprobe.options import LogOptions, document_options, positive_int
-from tbprobe.probe import Probe, first_batch
+from tbprobe.probe import Probe
+from tbprobe.samples import first_batch
 from tbprobe.selection import LayerSpec, check_depth
 from tbprobe.targets import has_loss, split_sample
 

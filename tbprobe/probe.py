@@ -25,7 +25,6 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -39,6 +38,7 @@ from tbprobe.monitor import FindingsMonitor, add_health, log_change
 from tbprobe.options import LogOptions, document_options, positive_int
 from tbprobe.plans import OutputPlan, draw_images, plan_output
 from tbprobe.probing import ProbedOutput, probe_model
+from tbprobe.samples import as_step, batch_tensors, first_batch, writes_summaries
 from tbprobe.selection import LayerSpec
 from tbprobe.stats import (
     FIELDS,
@@ -121,7 +121,7 @@ class Probe:
         self.probe_dir = check_writable(self.log_dir)
 
         sample, dataset_targets, dataset_weight = split_sample(sample)
-        self.sample = _as_tensors(first_batch(sample))
+        self.sample = batch_tensors(first_batch(sample))
         self.probe_model = probe_model(model, layers, sample=self.sample, depth=depth)
         self.outputs: list[ProbedOutput] = self.probe_model.probed_outputs
         plans = [plan_output(output, self.options) for output in self.outputs]
@@ -134,7 +134,7 @@ class Probe:
             model, targets, loss, sample_weight, update_ratio, weight_histograms
         )
         self._palette = colormap_palette(self.options.cmap)
-        self._writes = _writes_summaries(model)
+        self._writes = writes_summaries(model)
         self._compute = tf.function(self._reduce_fast, autograph=False)
         self._compute_exact = tf.function(self._reduce_exact, autograph=False)
         self._events = EventFile(self.probe_dir)
@@ -161,7 +161,7 @@ class Probe:
             tbprobe.ProbeWriteError: the step did not reach the event file (disk full, file
                 system gone); the steps logged before are on disk.
         """
-        step = _as_step(step)
+        step = as_step(step)
         self.measure_update(step)
         if step % self.every or not self._writes:
             return False
@@ -225,7 +225,7 @@ class Probe:
         """
         if self._gradient_log is None or not self._writes:
             return False
-        return self._gradient_log.write_update_ratios(_as_step(step), self._events)
+        return self._gradient_log.write_update_ratios(as_step(step), self._events)
 
     def stats(self) -> dict[str, dict[str, float]]:
         """Health scalars of the last log step (computed now if nothing was logged yet).
@@ -400,50 +400,3 @@ class Probe:
                 for plan in self._plans
             ]
         )
-
-
-def first_batch(sample: Any) -> Any:
-    """The probe batch: `sample` itself, or the inputs of a dataset's first batch."""
-    if sample is None:
-        raise ValueError(
-            "Missing argument `sample`: tbprobe needs a fixed probe batch, e.g. sample=x_val[:16] "
-            "(an array, tensor, dict or tuple of model inputs) or a tf.data.Dataset."
-        )
-    if isinstance(sample, tf.data.Dataset):
-        for batch in sample.take(1):
-            inputs, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
-            return inputs
-        raise ValueError("Invalid value for argument `sample`: the dataset yielded no batch.")
-    return sample
-
-
-def _as_tensors(sample: Any) -> Any:
-    tensors = tf.nest.map_structure(tf.convert_to_tensor, sample)
-    for tensor in tf.nest.flatten(tensors):
-        if tensor.shape.rank == 0 or tensor.shape[0] == 0:
-            raise ValueError(
-                f"Invalid value for argument `sample`: expected a batch (first axis = samples) "
-                f"with at least one sample. Received a tensor of shape {tuple(tensor.shape)}."
-            )
-    return tensors
-
-
-def _writes_summaries(model: Any) -> bool:
-    """False on the non-chief workers of a multi-worker strategy: only the chief writes."""
-    strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
-    return bool(strategy.extended.should_save_summary)
-
-
-def _as_step(step: Any) -> int:
-    if isinstance(step, bool):
-        raise TypeError(f"Invalid step: received {step!r}; expected an integer step.")
-    try:
-        value = np.asarray(step.numpy() if hasattr(step, "numpy") else step)
-    except Exception:
-        value = np.asarray(None)
-    if value.shape != () or not np.issubdtype(value.dtype, np.integer) or int(value) < 0:
-        raise TypeError(
-            f"Invalid step: received {step!r}. Expected a non-negative integer (a Python int, "
-            "or an integer tf.Variable such as optimizer.iterations)."
-        )
-    return int(value)

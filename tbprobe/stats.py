@@ -2,11 +2,8 @@
 
 For a float tensor `x`, tbprobe reports:
 
-* a histogram: `buckets` equal-width buckets spanning the finite values from their exact min to
-  their exact max, the last bucket closed on both sides, counts summing to the number of finite
-  elements; written as TensorBoard's `[buckets, 3]` rows `(left_edge, right_edge, count)` by
-  `histogram_rows`, with TensorBoard's edge cases (no finite value: all zeros; one distinct
-  value: every edge equal to it, the whole count in the last bucket);
+* a histogram of the finite values (`tbprobe.histograms`: its buckets, its sample, TensorBoard's
+  rows);
 * `sparsity`: fraction of elements with `abs(x) <= zero_tol` (0 for an empty tensor);
 * `dead_units`: fraction of units (positions along `unit_axis`) with `abs(x) <= zero_tol` at every
   sample and position; the whole tensor is one unit when `unit_axis` is None; 0 when empty;
@@ -20,16 +17,11 @@ output, as its layer returns, is reduced to a few small tensors with few ops: mi
 sum of squares; per-unit zero counts (a matrix product with a ones row, as fast as one full
 reduction, where a column reduction costs twice as much); and its histogram sample. Everything
 else (moments, exactness, dead units, bucketing, packing) runs once for all outputs at the end,
-on stacked vectors: the graph grows by about a dozen ops per output, and executing many tiny
-ops, which dominates small models, stays rare. `std` comes from one pass,
+on stacked vectors: the graph grows by few ops per output, and executing many tiny ops, which
+dominates small models, stays rare. `std` comes from one pass,
 `sqrt(E[x^2] - E[x]^2)`, accurate to about `1e-3 * |mean|` when `std` is tiny next to `|mean|`.
 
-Buckets are counted on a sample of about `histogram_sample` elements: whole positions (every
-channel) taken at a fixed stride coprime to every other dimension, so that rows, columns and
-samples are covered evenly; counts are scaled to the number of elements. Samples are bucketed
-together, with `tf.histogram_fixed_width`'s arithmetic; a sample too large to batch (with
-`histogram_sample=None`) is bucketed on its own in place, so memory stays linear in its size.
-(`tf.summary.histogram` builds an `n x buckets` float64 one-hot instead.)
+Each output's histogram sample is bucketed with every other's at the end (`tbprobe.histograms`).
 
 These results hold only when every element is finite and the sum of squares cannot overflow;
 the `exact` field says so. Otherwise `layer_reductions_exact(x)` gives them: it masks the finite
@@ -48,6 +40,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tbprobe.histograms import (
+    batched_counts,
+    fixed_width_counts,
+    histogram_rows,
+    sample_plan,
+    unit_index,
+)
 from tbprobe.options import DEFAULT_BUCKETS, DEFAULT_HISTOGRAM_SAMPLE
 from tbprobe.tags import SATURATED, SCALAR_NAMES
 
@@ -152,7 +151,7 @@ class BatchedReductions:
         size = math.prod(shape)
         if size == 0:
             return []
-        unit = _unit_index(len(shape), spec.unit_axis)
+        unit = unit_index(len(shape), spec.unit_axis)
         units = 1 if unit is None else shape[unit]
         positions = size // units
         rows = None  # x as [positions, units], when units are last
@@ -273,7 +272,7 @@ class BatchedReductions:
         if x.dtype == tf.float32 and int(sample.shape[0]) <= BATCHED_SAMPLE_LIMIT:
             self._samples.append((index, sample))
             return sample
-        self._counts[index] = _fixed_width_counts(sample, moments[0], moments[1], self.buckets)
+        self._counts[index] = fixed_width_counts(sample, moments[0], moments[1], self.buckets)
         return self._counts[index]
 
     def _stacked_moments(self, live: list[int]) -> tf.Tensor:
@@ -323,7 +322,7 @@ class BatchedReductions:
             lengths = [int(s.shape[0]) for _, s in self._samples]
             values = tf.concat([s for _, s in self._samples], axis=0)
             moments = tf.stack([self._moments[i] for i in indices])
-            batched = _batched_counts(values, lengths, moments[:, 0], moments[:, 1], self.buckets)
+            batched = batched_counts(values, lengths, moments[:, 0], moments[:, 1], self.buckets)
             counts.update(zip(indices, tf.unstack(batched), strict=True))
         scale = []
         for i in live:
@@ -355,72 +354,6 @@ def _in_order(parts: list[tf.Tensor], order: list[int], live: list[int]) -> tf.T
         return joined
     position = {i: k for k, i in enumerate(order)}
     return tf.gather(joined, [position[i] for i in live])
-
-
-def _batched_counts(
-    values: tf.Tensor, lengths: list[int], low: tf.Tensor, high: tf.Tensor, buckets: int
-) -> tf.Tensor:
-    """`[len(lengths), buckets]` counts of concatenated float32 samples, each in its own range.
-
-    The arithmetic of `tf.histogram_fixed_width`, element by element: the offset from the low
-    edge in float32, divided in float64 by the bucket width, clamped to the last bucket. Values
-    of a non-finite output (whose row is not exact, so discarded) are replaced first, since a
-    NaN has no bucket.
-    """
-    outputs = len(lengths)
-    segment = tf.repeat(tf.range(outputs), lengths)
-    low_each = tf.gather(low, segment)
-    values = tf.where(tf.math.is_finite(values), values, low_each)
-    width = tf.cast(high - low, tf.float64) / buckets
-    width = tf.where(width > 0, width, tf.ones_like(width))
-    offset = tf.cast(tf.maximum(values, low_each) - low_each, tf.float64)
-    bucket = tf.cast(tf.minimum(offset / tf.gather(width, segment), buckets - 1), tf.int32)
-    # NaN bounds (an output with NaN) give undefined buckets: keep them inside the output's row.
-    flat = tf.clip_by_value(bucket, 0, buckets - 1) + segment * buckets
-    counts = tf.math.bincount(flat, minlength=outputs * buckets, maxlength=outputs * buckets)
-    return tf.cast(tf.reshape(counts, [outputs, buckets]), tf.float64)
-
-
-def _fixed_width_counts(
-    values: tf.Tensor, low: tf.Tensor, high: tf.Tensor, buckets: int
-) -> tf.Tensor:
-    """Counts of one sample with `tf.histogram_fixed_width`, which needs no temporaries."""
-    # histogram_fixed_width has no bucket for NaN; those rows are not exact anyway.
-    values = tf.where(tf.math.is_finite(values), values, tf.zeros_like(values))
-    # A range of zero width (one value, or none) would divide by zero; histogram_rows puts the
-    # whole count in the last bucket then, so any range does.
-    value_range = tf.where(high > low, tf.stack([low, high]), tf.constant([0, 1], low.dtype))
-    return tf.cast(tf.histogram_fixed_width(values, value_range, buckets), tf.float64)
-
-
-def sample_plan(shape: tuple[int, ...], unit_axis: int | None, cap: int | None) -> tuple[int, int]:
-    """How the histogram sample is taken: `(width, stride)`.
-
-    The tensor is viewed as rows of `width` contiguous elements (a whole position, every unit,
-    when units are the last axis; single elements otherwise) and every `stride`-th row is kept,
-    at most about `cap` elements in all: contiguous reads, every channel in every kept row.
-    """
-    rank = len(shape)
-    if rank >= 2 and _unit_index(rank, unit_axis) == rank - 1:
-        return shape[-1], sample_stride(
-            shape[:-1], None if cap is None else max(1, cap // shape[-1])
-        )
-    return 1, sample_stride(shape, cap)
-
-
-def sample_stride(shape: tuple[int, ...], cap: int | None) -> int:
-    """Stride of the histogram sample of a tensor of `shape`: 1 means every element.
-
-    The smallest stride that keeps at most `cap` elements and shares no factor with any
-    dimension, so that strided positions cycle through every channel, row and column.
-    """
-    size = math.prod(shape)
-    if cap is None or size <= cap:
-        return 1
-    stride = max(2, -(-size // cap))
-    while any(math.gcd(stride, d) > 1 for d in shape if d > 1):
-        stride += 1
-    return stride
 
 
 def layer_reductions(
@@ -463,7 +396,7 @@ def layer_reductions_exact(
     size = math.prod(shape)
     if size == 0:
         return tf.constant(_empty_row(buckets), tf.float64)
-    unit = _unit_index(len(shape), unit_axis)
+    unit = unit_index(len(shape), unit_axis)
     axes = [a for a in range(len(shape)) if a != unit]
     is_zero = tf.equal(x, 0) if zero_tol == 0 else tf.abs(x) <= zero_tol
     per_unit = tf.reduce_sum(tf.cast(is_zero, tf.float64), axis=axes)
@@ -482,7 +415,7 @@ def layer_reductions_exact(
     scaled = finite / scale
     mean = tf.reduce_mean(scaled)
     std = tf.sqrt(tf.reduce_mean(tf.square(scaled - mean))) * scale
-    counts = _fixed_width_counts(scaled, low / scale, high / scale, buckets)
+    counts = fixed_width_counts(scaled, low / scale, high / scale, buckets)
     fields = {
         "sparsity": sparsity,
         "dead_units": dead_units,
@@ -496,22 +429,6 @@ def layer_reductions_exact(
     }
     head = [tf.cast(fields[name], tf.float64) for name in FIELDS]
     return tf.concat([tf.stack(head), counts], axis=0)
-
-
-def histogram_rows(counts: np.ndarray, low: float, high: float) -> np.ndarray:
-    """TensorBoard's `[k, 3]` histogram rows `(left, right, count)` from bucket counts."""
-    counts = np.asarray(counts, np.float64)
-    buckets = counts.size
-    if not counts.sum() or not (np.isfinite(low) and np.isfinite(high)):
-        return np.zeros((buckets, 3))
-    if high <= low:
-        rows = np.zeros((buckets, 3))
-        rows[:, :2] = high
-        rows[-1, 2] = counts.sum()
-        return rows
-    edges = np.linspace(low, high, buckets + 1)
-    edges[-1] = high  # as TensorBoard does: exactly the maximum, whatever linspace rounds to
-    return np.stack([edges[:-1], edges[1:], counts], axis=1)
 
 
 def _empty_row(buckets: int) -> list[float]:
@@ -529,7 +446,3 @@ def _static_shape(x: Any) -> tuple[int, ...]:
 def _as_float(x: Any) -> tf.Tensor:
     x = tf.convert_to_tensor(x)
     return tf.cast(x, tf.float64 if x.dtype == tf.float64 else tf.float32)
-
-
-def _unit_index(rank: int, unit_axis: int | None) -> int | None:
-    return None if unit_axis is None or rank == 0 else unit_axis % rank

@@ -1,7 +1,7 @@
 """Numpy twin of `tbprobe.stats`: the same definitions, computed independently of TensorFlow.
 
 Tests compare the compiled reductions with it; it uses the same histogram sample
-(`tbprobe.stats.sample_plan`) and `tf.histogram_fixed_width`'s bucketing rule.
+(`tbprobe.histograms.sample_plan`) and `tf.histogram_fixed_width`'s bucketing rule.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from tbprobe.histograms import histogram_rows, sample_plan
 from tbprobe.options import DEFAULT_BUCKETS, DEFAULT_HISTOGRAM_SAMPLE
-from tbprobe.stats import histogram_rows, sample_plan
 
 
 def layer_statistics_numpy(

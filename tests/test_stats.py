@@ -7,14 +7,12 @@ import pytest
 import tensorflow as tf
 from numpy_stats import layer_statistics_numpy
 
+from tbprobe.histograms import histogram_rows, sample_plan, sample_stride
 from tbprobe.stats import (
     BatchedReductions,
     OutputSpec,
-    histogram_rows,
     layer_reductions,
     layer_reductions_exact,
-    sample_plan,
-    sample_stride,
     unpack_rows,
 )
 
