@@ -57,7 +57,8 @@ def sample_stride(shape: tuple[int, ...], cap: int | None) -> int:
 def batched_counts(
     values: tf.Tensor, lengths: list[int], low: tf.Tensor, high: tf.Tensor, buckets: int
 ) -> tf.Tensor:
-    """`[len(lengths), buckets]` counts of concatenated float32 samples, each in its own range.
+    """`[len(lengths), buckets]` int32 counts of concatenated float32 samples, each in its own
+    range.
 
     The arithmetic of `tf.histogram_fixed_width`, element by element: the offset from the low
     edge in float32, divided in float64 by the bucket width, clamped to the last bucket. Values
@@ -75,19 +76,19 @@ def batched_counts(
     # NaN bounds (an output with NaN) give undefined buckets: keep them inside the output's row.
     flat = tf.clip_by_value(bucket, 0, buckets - 1) + segment * buckets
     counts = tf.math.bincount(flat, minlength=outputs * buckets, maxlength=outputs * buckets)
-    return tf.cast(tf.reshape(counts, [outputs, buckets]), tf.float64)
+    return tf.reshape(counts, [outputs, buckets])
 
 
 def fixed_width_counts(
     values: tf.Tensor, low: tf.Tensor, high: tf.Tensor, buckets: int
 ) -> tf.Tensor:
-    """Counts of one sample with `tf.histogram_fixed_width`, which needs no temporaries."""
+    """int32 counts of one sample with `tf.histogram_fixed_width`, which needs no temporaries."""
     # histogram_fixed_width has no bucket for NaN; those rows are not exact anyway.
-    values = tf.where(tf.math.is_finite(values), values, tf.zeros_like(values))
+    values = tf.where(tf.math.is_finite(values), values, tf.constant(0, values.dtype))
     # A range of zero width (one value, or none) would divide by zero; histogram_rows puts the
     # whole count in the last bucket then, so any range does.
     value_range = tf.where(high > low, tf.stack([low, high]), tf.constant([0, 1], low.dtype))
-    return tf.cast(tf.histogram_fixed_width(values, value_range, buckets), tf.float64)
+    return tf.histogram_fixed_width(values, value_range, buckets)
 
 
 def histogram_rows(counts: np.ndarray, low: float, high: float) -> np.ndarray:

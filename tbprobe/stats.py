@@ -53,7 +53,9 @@ from tbprobe.tags import SATURATED, SCALAR_NAMES
 FIELDS = (*SCALAR_NAMES, SATURATED, "low", "high", "exact")
 """The named layout of a reduction row; bucket counts follow."""
 SATURATION_TOL = 1e-3
-BATCHED_SAMPLE_LIMIT = 2**17  # larger samples are bucketed on their own, without temporaries
+# Samples up to this many elements are bucketed together (one op for all, a dozen passes over
+# their elements); larger ones each with one `tf.histogram_fixed_width` (a few ops, one pass).
+BATCHED_SAMPLE_LIMIT = 2**12
 _FAST_SUMS_LIMIT = 2**24  # float32 sums of 0/1 are exact below this
 
 
@@ -159,17 +161,11 @@ class BatchedReductions:
             rows = tf.reshape(x, self._constant(("shape", positions, units), [positions, units]))
         whole = x if rows is None else rows
         axes = self._constant(("axes", whole.shape.rank), list(range(whole.shape.rank)))
-        moments = tf.stack(
-            [
-                tf.reduce_min(whole, axes),
-                tf.reduce_max(whole, axes),
-                tf.reduce_sum(whole, axes),
-                tf.nn.l2_loss(whole),
-            ]
-        )
+        low, high = tf.reduce_min(whole, axes), tf.reduce_max(whole, axes)
+        moments = tf.stack([low, high, tf.reduce_sum(whole, axes), tf.nn.l2_loss(whole)])
         self._moments[index] = moments
         made = [moments, self._reduce_zeros(index, x, rows, unit, positions, units)]
-        made.append(self._reduce_sample(index, x, rows, moments))
+        made.append(self._reduce_sample(index, x, rows, low, high))
         if spec.bounds is not None:
             low, high = spec.bounds
             near = tf.logical_or(whole <= low + SATURATION_TOL, whole >= high - SATURATION_TOL)
@@ -257,7 +253,7 @@ class BatchedReductions:
         return per_unit
 
     def _reduce_sample(
-        self, index: int, x: tf.Tensor, rows: tf.Tensor | None, moments: tf.Tensor
+        self, index: int, x: tf.Tensor, rows: tf.Tensor | None, low: tf.Tensor, high: tf.Tensor
     ) -> tf.Tensor:
         spec = self.specs[index]
         width, stride = sample_plan(self._shapes[index], spec.unit_axis, self.histogram_sample)
@@ -272,7 +268,7 @@ class BatchedReductions:
         if x.dtype == tf.float32 and int(sample.shape[0]) <= BATCHED_SAMPLE_LIMIT:
             self._samples.append((index, sample))
             return sample
-        self._counts[index] = fixed_width_counts(sample, moments[0], moments[1], self.buckets)
+        self._counts[index] = fixed_width_counts(sample, low, high, self.buckets)
         return self._counts[index]
 
     def _stacked_moments(self, live: list[int]) -> tf.Tensor:
@@ -335,11 +331,14 @@ class BatchedReductions:
     def _in_rows(
         self, live: list[int], values: dict[int, tf.Tensor], fill: float = 0.0
     ) -> tf.Tensor:
-        """Stack per-output tensors in `live` order; outputs without one get `fill`."""
+        """Stack per-output tensors in `live` order, as float64; outputs without one get `fill`."""
         present = [i for i in live if i in values]
         if not present:
             return tf.fill([len(live)], tf.constant(fill, tf.float64))
-        stacked = tf.stack([tf.cast(values[i], tf.float64) for i in present])
+        if len({values[i].dtype for i in present}) == 1:  # one stack, one cast
+            stacked = tf.cast(tf.stack([values[i] for i in present]), tf.float64)
+        else:
+            stacked = tf.stack([tf.cast(values[i], tf.float64) for i in present])
         if len(present) == len(live):
             return stacked
         missing = [i for i in live if i not in values]
@@ -415,7 +414,7 @@ def layer_reductions_exact(
     scaled = finite / scale
     mean = tf.reduce_mean(scaled)
     std = tf.sqrt(tf.reduce_mean(tf.square(scaled - mean))) * scale
-    counts = fixed_width_counts(scaled, low / scale, high / scale, buckets)
+    counts = tf.cast(fixed_width_counts(scaled, low / scale, high / scale, buckets), tf.float64)
     fields = {
         "sparsity": sparsity,
         "dead_units": dead_units,
