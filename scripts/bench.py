@@ -6,27 +6,36 @@ Usage::
     .venv/bin/python scripts/bench.py --quick              # CI smoke run: about a minute
     .venv/bin/python scripts/bench.py --models resnet50 --repeats 5 --out bench.md
 
-Measured per model (the demo CNN with a probe batch of 32; ResNet50, weights=None, 160x160,
-a batch of 8 random images), every layer probed, medians over `--repeats` runs after warm-up:
+Models (`--models`): the demo CNN with a probe batch of 32; ResNet50, weights=None, 160x160, a
+batch of 8 random images; and, for the speed at scale (issue 12), an MLP of 400 Dense(32) layers
+(batch 16), DenseNet121 96x96 (batch 2), a 12-block transformer encoder with every sublayer
+probed (`scripts/bench_models.py`), and MLPs of 25 and 100 layers (first log only, to show its
+growth with the number of outputs). Every layer probed, medians over `--repeats` runs after
+warm-up:
 
 1. `forward`: one compiled forward pass of the probe batch, the floor.
 2. `tbprobe log step`: `Probe(model, log_dir, sample=batch).log(step)`, defaults, one flush
-   to disk per step.
-3. `seed-article log`: what tbprobe replaces, done as a user would: a
+   to disk per step; its `images=False` twin; on ResNet50 and the 400-layer MLP also the mean
+   of 10 consecutive logs with `images_every=10` (what a long run pays per log at that setting).
+3. `seed-article log` (demo, ResNet50): what tbprobe replaces, done as a user would: a
    `keras.Model(model.inputs, [l.output for l in layers])` rebuilt at each log, called eagerly,
    then stock `tf.summary.histogram`, `tf.summary.scalar` (sparsity, mean, std) and
    `tf.summary.image` (first sample, first channels, each normalized to [0, 1]) per layer.
-4. `built-once tf.function + tf.summary.histogram`: the same probe model built once, one
-   `tf.function` with stock histogram and scalar summaries (no images): where the time goes.
+4. `built-once tf.function + tf.summary.histogram` (demo, ResNet50): the same probe model built
+   once, one `tf.function` with stock histogram and scalar summaries (no images).
 5. `first log`: `Probe(...)` plus its first `log()` (tracing) against the first call of the
-   plain forward `tf.function`.
-6. `peak RSS`: child processes (this script with `--memory-child`), each building the model and
-   then running only N forward passes or only N tbprobe log steps; the peak RSS at the end
-   (`VmHWM`: see `memory_child` for why not `ru_maxrss`).
+   plain forward `tf.function`, each in a fresh child process (`--first-log-child`); and the
+   graph ops per probed output: ops of the probe function traced with images minus ops of the
+   compiled forward, over the number of outputs.
+6. `peak RSS` (demo, ResNet50): child processes (this script with `--memory-child`), each
+   building the model and then running only N forward passes or only N tbprobe log steps; the
+   peak RSS at the end (`VmHWM`: see `memory_child` for why not `ru_maxrss`).
 7. `fit overhead`: the demo CNN trained with and without `tbprobe.ProbeCallback` (defaults, and
    `every_n_batches=100`; each also with the probe traced before `fit`, the one-time cost left
    out), a fresh seeded model per fit, configurations interleaved; overhead in wall time and in
    CPU time, with the spread of the per-round overheads.
+8. `event bytes per log`: what the probe/ event files grow by per log, the run header left out,
+   with images at every log and with `images_every=10`; and what 10,000 logs cost on disk.
 
 Rates compared in measurements 1-4 are timed in the same rounds, interleaved, and their ratio
 is the median of the per-round ratios, so that a change of load on a shared machine hits both
@@ -66,14 +75,24 @@ sys.path.insert(0, str(ROOT))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from bench_models import BUILDERS  # noqa: E402  (scripts/, this script's folder)
 
 import tbprobe  # noqa: E402
 
-MODELS = ("demo", "resnet50")
+MODELS = ("demo", "resnet50", *BUILDERS)
+# Compared with the stock tf.summary approaches and measured for peak RSS; the other models are
+# the speed-at-scale rows (slower approaches would take minutes per step on them).
+STOCK_COMPARED = ("demo", "resnet50")
+FIRST_LOG_ONLY = ("mlp25", "mlp100")  # the growth of the first log with the number of outputs
+IMAGES_EVERY_TIMED = ("resnet50", "mlp400")  # log step timed with images_every=10 too
 IMAGE_CHANNELS = 32  # channels shown per feature-map image: tbprobe's default max_channels
+IMAGES_EVERY = 10
 
-# Targets from the issue.
-TARGET_LOG_VS_FORWARD = 2.0  # tbprobe log step <= 2x forward pass, ResNet50 all layers
+# Targets from the issues.
+TARGET_LOG_VS_FORWARD = {"resnet50": 2.0, "mlp400": 3.0, "densenet121": 3.0}  # log step, defaults
+TARGET_NO_IMAGES_VS_FORWARD = {"resnet50": 1.5}  # log step with images=False
+TARGET_FIRST_LOG = 5.0  # Probe() + first log <= 5x a compiled forward's first call
+TARGET_OPS_PER_OUTPUT = 40.0  # graph ops of the probe function beyond the forward's, per output
 TARGET_SPEEDUP_VS_SEED = 20.0  # tbprobe >= 20x faster than the seed article's approach
 TARGET_PEAK_RSS = 1.5  # peak RSS of log steps <= 1.5x that of forward passes alone
 TARGET_FIT_DEFAULT = 0.02  # fit overhead at ProbeCallback defaults
@@ -98,6 +117,7 @@ class Config:
     fit_images: int
     fit_epochs: int
     fit_rounds: int
+    event_logs: int  # logs whose event bytes are averaged, images on
     fit_batch: int = 64
 
 
@@ -115,6 +135,7 @@ def make_config(quick: bool, repeats: int | None) -> Config:
             fit_images=640,
             fit_epochs=1,
             fit_rounds=1,
+            event_logs=2,
         )
     return Config(
         quick=False,
@@ -128,6 +149,7 @@ def make_config(quick: bool, repeats: int | None) -> Config:
         fit_images=3000,
         fit_epochs=3,
         fit_rounds=5,
+        event_logs=5,
     )
 
 
@@ -150,6 +172,8 @@ def build_model(name: str, config: Config) -> tuple[keras.Model, np.ndarray, str
         rng = np.random.default_rng(0)
         batch = rng.uniform(0.0, 1.0, (config.resnet_batch, size, size, 3)).astype("float32")
         return model, batch, f"ResNet50 ({size}x{size}x3, weights=None), batch {len(batch)}"
+    if name in BUILDERS:
+        return BUILDERS[name]()
     raise ValueError(f"Unknown model {name!r}; expected one of {', '.join(MODELS)}.")
 
 
@@ -328,7 +352,7 @@ class Subject:
     """One model under measurement: its probe batch, compiled forward pass and `Probe`.
 
     Every measurement times `run_tbprobe` and `run_forward`; `steps` numbers the log steps of
-    `probe` across all of them.
+    every probe of the subject across all of them.
     """
 
     name: str
@@ -338,10 +362,24 @@ class Subject:
     forward: Callable[[Any], Any]
     probe: tbprobe.Probe
     steps: Iterator[int]
+    tmp: str
+    first_log_bytes: int  # the event folder after the first log: run header + one log
+    _rare_images: tbprobe.Probe | None = None
 
     @property
     def is_resnet(self) -> bool:
         return self.name == "resnet50"
+
+    @property
+    def rare_images(self) -> tbprobe.Probe:
+        """A second `Probe` with `images_every=IMAGES_EVERY`, its first log done."""
+        if self._rare_images is None:
+            log_dir = os.path.join(self.tmp, "images_every")
+            self._rare_images = tbprobe.Probe(
+                self.model, log_dir, sample=self.batch, images_every=IMAGES_EVERY
+            )
+            self._rare_images.log(next(self.steps))
+        return self._rare_images
 
     def repeats(self, config: Config, resnet_repeats: int) -> int:
         """`config.repeats`, at most `resnet_repeats` on ResNet50 where a slow step takes 30 s."""
@@ -352,6 +390,16 @@ class Subject:
 
     def run_tbprobe(self) -> None:
         self.probe.log(next(self.steps))
+
+    def run_rare_images(self) -> None:
+        """`IMAGES_EVERY` consecutive logs of `rare_images`: exactly one of them has images."""
+        for _ in range(IMAGES_EVERY):
+            self.rare_images.log(next(self.steps))
+
+    def close(self) -> None:
+        for probe in (self.probe, self._rare_images):
+            if probe is not None:
+                probe.close()
 
 
 @dataclass
@@ -370,55 +418,121 @@ class Measured:
 
 
 def bench_model(name: str, config: Config, report: Report) -> None:
-    """Measurements 1-6 for one model, added to `report` in the table's order."""
+    """Every measurement of one model, added to `report` in the table's order."""
     model, batch_np, description = build_model(name, config)
     layers = probed_layers(model)
-    progress(f"{description}: {len(layers)} layers")
-    with tempfile.TemporaryDirectory(prefix="tbprobe-bench-") as tmp:
-        subject, first_log = measure_first_log(name, model, layers, tf.constant(batch_np), tmp)
-        log_step = measure_log_step(subject, config, tmp)
-        compiled = measure_compiled_histogram(subject, config, tmp)
-        seed = measure_seed_article(subject, config, tmp)
-        subject.probe.close()
-    memory = measure_peak_rss(name, config)
-    measured = (log_step, seed, compiled, first_log, memory)  # the table's order
+    progress(f"{description}: {len(layers)} top-level layers")
+    first_log, outputs = measure_first_log(name, config)
+    in_process = []
+    if name not in FIRST_LOG_ONLY:
+        in_process = measure_in_process(name, model, layers, tf.constant(batch_np), config)
+    memory = [measure_peak_rss(name, config)] if name in STOCK_COMPARED else []
+    measured = [*in_process, first_log, *memory]  # the table's order
     report.rows.extend(row for m in measured for row in m.rows)
-    outputs = len(subject.probe.outputs)
     notes = " ".join(m.note for m in measured if m.note)
-    report.notes.append(f"{name}: {description}; {outputs} probed outputs. {notes}")
+    report.notes.append(f"{name}: {description}; {outputs} probed outputs. {notes}".rstrip())
     fewer = [m.fewer for m in measured if m.fewer]
     if fewer:
         report.notes.append(f"{name}: fewer repetitions, as these are slow: {'; '.join(fewer)}.")
 
 
-def measure_first_log(
+def measure_in_process(
+    name: str, model: keras.Model, layers: list[keras.layers.Layer], batch: Any, config: Config
+) -> list[Measured]:
+    """The measurements that time one model's log steps in this process."""
+    with tempfile.TemporaryDirectory(prefix="tbprobe-bench-") as tmp:
+        subject = make_subject(name, model, layers, batch, tmp)
+        measured = [measure_log_step(subject, config, tmp)]
+        if name in STOCK_COMPARED:
+            compiled = measure_compiled_histogram(subject, config, tmp)
+            seed = measure_seed_article(subject, config, tmp)  # the slowest: fewest rounds, last
+            measured += [seed, compiled]
+        measured.append(measure_event_bytes(subject, config))
+        subject.close()
+    return measured
+
+
+def make_subject(
     name: str, model: keras.Model, layers: list[keras.layers.Layer], batch: Any, tmp: str
-) -> tuple[Subject, Measured]:
-    """5. First calls: the plain forward tf.function, then Probe() + its first log."""
+) -> Subject:
+    """The subject with its forward pass traced and its Probe's first log done (untimed: the
+    first log is measured in fresh processes, see `measure_first_log`)."""
     forward = forward_fn(model)
-    t0 = time.perf_counter()
     forward(batch).numpy()
-    first_forward = time.perf_counter() - t0
-    t0 = time.perf_counter()
     probe = tbprobe.Probe(model, os.path.join(tmp, "tbprobe"), sample=batch)
-    t_construct = time.perf_counter() - t0
     probe.log(0)
-    first_log = time.perf_counter() - t0
-    progress(f"{name}: first forward call {first_forward:.2f} s, first log {first_log:.2f} s")
-    row = Row(
-        name,
-        "first log (Probe() + first log())",
-        f"{first_log:.2f} s (Probe() {t_construct:.2f} s)",
-        f"first forward call {first_forward:.2f} s",
-        f"{first_log / first_forward:.1f}x",
-    )
-    subject = Subject(name, model, layers, batch, forward, probe, itertools.count(1))
-    return subject, Measured([row])
+    first_log_bytes = directory_bytes(probe.probe_dir)
+    steps = itertools.count(1)
+    return Subject(name, model, layers, batch, forward, probe, steps, tmp, first_log_bytes)
+
+
+def measure_first_log(name: str, config: Config) -> tuple[Measured, int]:
+    """5. First calls, each in a fresh child process (nothing traced, cached or warm): the
+    plain forward tf.function against Probe() + its first log; and the graph ops per output.
+
+    Returns:
+        The rows and the number of probed outputs.
+    """
+    forward = run_child(["--first-log-child", "forward", "--models", name], config)
+    probe = run_child(["--first-log-child", "tbprobe", "--models", name], config)
+    outputs, seconds = probe["outputs"], probe["seconds"]
+    progress(f"{name}: first forward call {forward['seconds']:.2f} s, first log {seconds:.2f} s")
+    ratio = seconds / forward["seconds"]
+    ops_per_output = (probe["ops"] - forward["ops"]) / outputs
+    rows = [
+        Row(
+            name,
+            "first log (Probe() + first log(), fresh process)",
+            f"{seconds:.2f} s = {seconds / outputs * 1e3:.0f} ms per output "
+            f"(Probe() {probe['construct']:.2f} s)",
+            f"first forward call {forward['seconds']:.2f} s (fresh process)",
+            f"{ratio:.1f}x",
+            f"<= {TARGET_FIRST_LOG:g}x",
+            verdict(ratio <= TARGET_FIRST_LOG),
+        ),
+        Row(
+            name,
+            f"graph ops per probed output ({outputs} outputs, everything on)",
+            f"{ops_per_output:.1f} = ({probe['ops']} - {forward['ops']}) / {outputs}",
+            f"compiled forward {forward['ops']} ops",
+            f"{probe['ops'] / forward['ops']:.1f}x",
+            f"<= {TARGET_OPS_PER_OUTPUT:g}",
+            verdict(ops_per_output <= TARGET_OPS_PER_OUTPUT),
+        ),
+    ]
+    return Measured(rows), outputs
+
+
+def first_log_child(name: str, mode: str, config: Config) -> None:
+    """Build the model, then time the first call of its compiled forward ("forward") or
+    Probe() + its first log ("tbprobe"); print seconds and graph ops as JSON."""
+    model, batch_np, _ = build_model(name, config)
+    batch = tf.constant(batch_np)
+    with tempfile.TemporaryDirectory(prefix="tbprobe-bench-first-") as tmp:
+        t0 = time.perf_counter()
+        if mode == "forward":
+            forward = forward_fn(model)
+            forward(batch).numpy()
+            seconds = time.perf_counter() - t0
+            graph = forward.get_concrete_function(batch).graph
+            result = {"seconds": seconds}
+        else:
+            probe = tbprobe.Probe(model, tmp, sample=batch)
+            construct = time.perf_counter() - t0
+            probe.log(0)
+            seconds = time.perf_counter() - t0
+            # Everything on: the probe function as traced for a log with images.
+            graph = probe._compute.get_concrete_function(probe.sample, True).graph
+            probe.close()
+            outputs = len(probe.outputs)
+            result = {"seconds": seconds, "construct": construct, "outputs": outputs}
+    print(json.dumps({**result, "ops": len(graph.get_operations())}))
 
 
 def measure_log_step(subject: Subject, config: Config, tmp: str) -> Measured:
-    """1 and 2: the forward pass, the log step and its images=False twin, interleaved so that a
-    change in machine load hits all alike; the probe model's compiled forward as a breakdown."""
+    """1 and 2: the forward pass, the log step and its images=False twin (and, on some models,
+    `IMAGES_EVERY` logs with images_every=IMAGES_EVERY), interleaved so that a change in machine
+    load hits all alike; the probe model's compiled forward as a breakdown."""
     name, batch = subject.name, subject.batch
     # Breakdown from public attributes: the probe model's compiled forward alone, and a log step
     # without images (no feature-map grids, no PNG encoding).
@@ -428,42 +542,39 @@ def measure_log_step(subject: Subject, config: Config, tmp: str) -> Measured:
         subject.model, os.path.join(tmp, "no_images"), sample=batch, images=False
     )
     no_images.log(0)
-    timings = time_interleaved(
-        {
-            "forward": subject.run_forward,
-            "tbprobe": subject.run_tbprobe,
-            "probe forward": lambda: probe_forward(batch),
-            "no images": lambda: no_images.log(next(subject.steps)),
-        },
-        config.repeats,
-        warmup=2,
-    )
+    calls = {
+        "forward": subject.run_forward,
+        "tbprobe": subject.run_tbprobe,
+        "probe forward": lambda: probe_forward(batch),
+        "no images": lambda: no_images.log(next(subject.steps)),
+    }
+    if name in IMAGES_EVERY_TIMED:
+        calls["rare images"] = subject.run_rare_images
+    timings = time_interleaved(calls, config.repeats, warmup=2)
     fwd, log, pfwd = timings["forward"], timings["tbprobe"], timings["probe forward"]
     no_images.close()
     progress(f"{name}: forward {fwd.describe()}; tbprobe log step {log.describe()}")
-    ratio_log = paired_ratio(log, fwd)
-    forward_pass = f"forward pass {fmt_seconds(fwd.median)}"
     rows = [
         Row(name, "forward pass", fwd.describe(), "-", "1.00x"),
-        Row(
-            name,
+        log_step_row(
+            subject,
             f"tbprobe log step ({len(subject.probe.outputs)} outputs)",
-            log.describe(),
-            forward_pass,
-            f"{ratio_log:.2f}x",
-            f"<= {TARGET_LOG_VS_FORWARD:g}x" if subject.is_resnet else "(set for ResNet50)",
-            verdict(ratio_log <= TARGET_LOG_VS_FORWARD) if subject.is_resnet else "-",
+            log,
+            fwd,
+            TARGET_LOG_VS_FORWARD.get(name),
         ),
-        Row(
-            name,
+        log_step_row(
+            subject,
             "tbprobe log step, images=False",
-            timings["no images"].describe(),
-            forward_pass,
-            f"{paired_ratio(timings['no images'], fwd):.2f}x",
-            "-",
-            "-",
+            timings["no images"],
+            fwd,
+            TARGET_NO_IMAGES_VS_FORWARD.get(name),
         ),
     ]
+    if "rare images" in timings:
+        per_log = Timing([s / IMAGES_EVERY for s in timings["rare images"].seconds])
+        label = f"log step, images_every={IMAGES_EVERY} (mean of {IMAGES_EVERY} logs)"
+        rows.append(log_step_row(subject, label, per_log, fwd, None))
     note = (
         f"Breakdown of the tbprobe log step: the probe model's compiled forward alone (every "
         f"output returned) takes {fmt_seconds(pfwd.median)} ({paired_ratio(pfwd, fwd):.2f}x the "
@@ -471,6 +582,65 @@ def measure_log_step(subject: Subject, config: Config, tmp: str) -> Measured:
         "encoding and the event write."
     )
     return Measured(rows, note)
+
+
+def log_step_row(
+    subject: Subject, label: str, log: Timing, forward: Timing, target: float | None
+) -> Row:
+    """A log step's row: its ratio to the forward pass timed in the same rounds."""
+    ratio = paired_ratio(log, forward)
+    return Row(
+        subject.name,
+        label,
+        log.describe(),
+        f"forward pass {fmt_seconds(forward.median)}",
+        f"{ratio:.2f}x",
+        "-" if target is None else f"<= {target:g}x",
+        "-" if target is None else verdict(ratio <= target),
+    )
+
+
+def measure_event_bytes(subject: Subject, config: Config) -> Measured:
+    """8. Bytes a log step adds to the event files, the first log's run header left out: with
+    images at every log (the defaults) and with images_every=IMAGES_EVERY."""
+    every_log = event_bytes_per_log(subject.probe, subject.steps, config.event_logs)
+    rare = event_bytes_per_log(subject.rare_images, subject.steps, IMAGES_EVERY)
+    header = subject.first_log_bytes - every_log
+    row = Row(
+        subject.name,
+        "event bytes per log",
+        f"{fmt_bytes(every_log)}; images_every={IMAGES_EVERY}: {fmt_bytes(rare)}",
+        f"10,000 logs: {fmt_bytes(every_log * 1e4)} ({fmt_bytes(rare * 1e4)} at "
+        f"images_every={IMAGES_EVERY}); Probe(every=100), 10,000 steps: "
+        f"{fmt_bytes(every_log * 100)}",
+        f"{every_log / rare:.1f}x",
+    )
+    note = (
+        f"Event bytes: growth of the probe/ event files over {config.event_logs} logs (images "
+        f"at each) and over {IMAGES_EVERY} logs (images_every={IMAGES_EVERY}: one with "
+        f"images), per log; the Ratio column is the first over the second. The first log "
+        f"also writes the run header, about {fmt_bytes(header)} once."
+    )
+    return Measured([row], note)
+
+
+def event_bytes_per_log(probe: tbprobe.Probe, steps: Iterator[int], logs: int) -> float:
+    """Mean bytes `logs` consecutive logs of `probe` (its first log done) add to its folder."""
+    before = directory_bytes(probe.probe_dir)
+    for _ in range(logs):
+        probe.log(next(steps))
+    return (directory_bytes(probe.probe_dir) - before) / logs
+
+
+def directory_bytes(folder: str) -> int:
+    return sum(path.stat().st_size for path in Path(folder).iterdir() if path.is_file())
+
+
+def fmt_bytes(count: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:.3g} {unit}"
+    return f"{count:.0f} B"
 
 
 def measure_compiled_histogram(subject: Subject, config: Config, tmp: str) -> Measured:
@@ -565,7 +735,7 @@ def measure_peak_rss(name: str, config: Config) -> Measured:
     memory: dict[str, list[dict[str, float]]] = {"forward": [], "tbprobe": []}
     for _ in range(config.memory_runs):
         for mode, runs in memory.items():
-            runs.append(memory_child_run(name, mode, config))
+            runs.append(run_child(["--memory-child", mode, "--models", name], config))
     fwd_mem, log_mem = (memory_summary(memory[mode]) for mode in ("forward", "tbprobe"))
     mem_ratio = log_mem["peak"] / fwd_mem["peak"]
     mem_steps = config.memory_steps
@@ -598,23 +768,14 @@ def measure_peak_rss(name: str, config: Config) -> Measured:
 # ----------------------------------------------------------------------------- memory child
 
 
-def memory_child_run(name: str, mode: str, config: Config) -> dict[str, float]:
-    """Run this script as a child measuring its own peak RSS; returns its JSON result."""
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--memory-child",
-        mode,
-        "--models",
-        name,
-        *(["--quick"] if config.quick else []),
-    ]
-    progress(f"{name}: memory child, {config.memory_steps} {mode} steps")
+def run_child(arguments: list[str], config: Config) -> dict[str, Any]:
+    """Run this script as a child process with `arguments`; returns the JSON of its last line."""
+    command = [sys.executable, str(Path(__file__).resolve()), *arguments]
+    command += ["--quick"] if config.quick else []
+    progress(f"child: {' '.join(arguments)}")
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
     if done.returncode != 0:
-        raise RuntimeError(
-            f"memory child {shlex.join(command)} failed ({done.returncode}):\n{done.stderr}"
-        )
+        raise RuntimeError(f"{shlex.join(command)} failed ({done.returncode}):\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -896,7 +1057,7 @@ def bench_gradients(config: Config, report: Report) -> None:
     runs = {mode: [] for mode in ("train", "gradients")}
     for _ in range(config.memory_runs):
         for mode, results in runs.items():
-            results.append(gradient_memory_child_run(mode, config))
+            results.append(run_child(["--gradient-memory-child", mode], config))
     train, logged = (memory_summary(runs[mode]) for mode in ("train", "gradients"))
     mem_ratio = logged["peak"] / train["peak"]
     report.add(
@@ -913,17 +1074,6 @@ def bench_gradients(config: Config, report: Report) -> None:
         f"first log with targets (tracing) {first_log:.1f} s; timed over "
         f"{len(fwd.seconds)} rounds after 1 warm-up round."
     )
-
-
-def gradient_memory_child_run(mode: str, config: Config) -> dict[str, float]:
-    """Run this script as a child measuring the peak RSS of `mode` ("train", "gradients")."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--gradient-memory-child", mode]
-    command += ["--quick"] if config.quick else []
-    progress(f"resnet50: gradient memory child, {config.memory_steps} {mode} steps")
-    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
-    if done.returncode != 0:
-        raise RuntimeError(f"{shlex.join(command)} failed ({done.returncode}):\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def gradient_memory_child(mode: str, config: Config) -> None:
@@ -983,6 +1133,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     parser.add_argument("--no-fit", action="store_true", help="skip the fit overhead runs")
     parser.add_argument("--memory-child", choices=("forward", "tbprobe"), help=argparse.SUPPRESS)
+    parser.add_argument("--first-log-child", choices=("forward", "tbprobe"), help=argparse.SUPPRESS)
     parser.add_argument("--gradients-only", action="store_true", help="only the gradient rows")
     parser.add_argument(
         "--gradient-memory-child", choices=("train", "gradients"), help=argparse.SUPPRESS
@@ -1006,6 +1157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.gradient_memory_child:
         gradient_memory_child(args.gradient_memory_child, config)
+        return 0
+    if args.first_log_child:
+        first_log_child(args.models[0], args.first_log_child, config)
         return 0
 
     command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
