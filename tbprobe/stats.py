@@ -141,6 +141,7 @@ class BatchedReductions:
         self._zeros: list[tuple[int, tf.Tensor]] = []  # (index, [1, units] zero counts)
         self._zero_totals: dict[int, tf.Tensor] = {}  # outputs of one element per unit
         self._samples: list[tuple[int, tf.Tensor]] = []  # float32 samples bucketed together
+        self._sampled: dict[int, int] = {}  # index -> elements in its histogram sample
         self._counts: dict[int, tf.Tensor] = {}  # buckets of samples too large to batch
         self._saturated: dict[int, tf.Tensor] = {}
         self._constants: dict[Any, tf.Tensor] = {}
@@ -167,8 +168,8 @@ class BatchedReductions:
         made = [moments, self._reduce_zeros(index, x, rows, unit, positions, units)]
         made.append(self._reduce_sample(index, x, rows, low, high))
         if spec.bounds is not None:
-            low, high = spec.bounds
-            near = tf.logical_or(whole <= low + SATURATION_TOL, whole >= high - SATURATION_TOL)
+            lower, upper = spec.bounds
+            near = tf.logical_or(whole <= lower + SATURATION_TOL, whole >= upper - SATURATION_TOL)
             self._saturated[index] = tf.reduce_sum(tf.cast(near, tf.float32), axes) / size
             made.append(self._saturated[index])
         return made
@@ -181,7 +182,7 @@ class BatchedReductions:
         if not live:
             return tf.constant([_empty_row(self.buckets)] * count, tf.float64)
         sizes = np.array([math.prod(self._shapes[i]) for i in live], np.float64)
-        low, high, total, half_squares = tf.unstack(self._stacked_moments(live), axis=1)
+        low, high, total, half_squares = tf.unstack(self._in_rows(live, self._moments), axis=1)
         mean = total / sizes
         std = tf.sqrt(tf.maximum(2 * half_squares / sizes - mean * mean, 0))
         # Valid when the sum is finite (no NaN or Inf) and squares cannot overflow.
@@ -196,9 +197,7 @@ class BatchedReductions:
             tf.logical_and(tf.math.is_finite(total), max_abs * max_abs < limits), tf.float64
         )
         sparsity, dead = self._zero_fractions(live, sizes)
-        saturated = self._in_rows(
-            live, {i: tf.cast(t, tf.float64) for i, t in self._saturated.items()}, np.nan
-        )
+        saturated = self._in_rows(live, self._saturated, np.nan)
         fields = {
             "sparsity": sparsity,
             "dead_units": dead,
@@ -265,22 +264,12 @@ class BatchedReductions:
                 rows if rows is not None and width == rows.shape[1] else tf.reshape(x, [-1, width])
             )
             sample = tf.reshape(by_width[::stride], flat)
+        self._sampled[index] = int(sample.shape[0])
         if x.dtype == tf.float32 and int(sample.shape[0]) <= BATCHED_SAMPLE_LIMIT:
             self._samples.append((index, sample))
             return sample
         self._counts[index] = fixed_width_counts(sample, low, high, self.buckets)
         return self._counts[index]
-
-    def _stacked_moments(self, live: list[int]) -> tf.Tensor:
-        """`[live, 4]` float64 moments; outputs of one dtype are stacked and cast together."""
-        groups: dict[Any, list[int]] = {}
-        for i in live:
-            groups.setdefault(self._moments[i].dtype, []).append(i)
-        parts = [
-            tf.cast(tf.stack([self._moments[i] for i in g]), tf.float64) for g in groups.values()
-        ]
-        order = [i for g in groups.values() for i in g]
-        return _in_order(parts, order, live)
 
     def _zero_fractions(self, live: list[int], sizes: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
         """Sparsity and dead-unit fraction per live output, from all per-unit zero counts."""
@@ -320,30 +309,31 @@ class BatchedReductions:
             moments = tf.stack([self._moments[i] for i in indices])
             batched = batched_counts(values, lengths, moments[:, 0], moments[:, 1], self.buckets)
             counts.update(zip(indices, tf.unstack(batched), strict=True))
-        scale = []
-        for i in live:
-            spec, shape = self.specs[i], self._shapes[i]
-            width, stride = sample_plan(shape, spec.unit_axis, self.histogram_sample)
-            rows = math.prod(shape) // width
-            scale.append(math.prod(shape) / (width * len(range(0, rows, stride))))
-        return self._in_rows(live, counts) * np.array(scale)[:, None]
+        scale = np.array([math.prod(self._shapes[i]) / self._sampled[i] for i in live])
+        return self._in_rows(live, counts) * scale[:, None]
 
     def _in_rows(
         self, live: list[int], values: dict[int, tf.Tensor], fill: float = 0.0
     ) -> tf.Tensor:
-        """Stack per-output tensors in `live` order, as float64; outputs without one get `fill`."""
-        present = [i for i in live if i in values]
-        if not present:
+        """Stack per-output tensors in `live` order, as float64; outputs without one get `fill`.
+
+        Tensors of one dtype are stacked, then cast, together: one cast per dtype, not per output.
+        """
+        groups: dict[Any, list[int]] = {}
+        for i in live:
+            if i in values:
+                groups.setdefault(values[i].dtype, []).append(i)
+        if not groups:
             return tf.fill([len(live)], tf.constant(fill, tf.float64))
-        if len({values[i].dtype for i in present}) == 1:  # one stack, one cast
-            stacked = tf.cast(tf.stack([values[i] for i in present]), tf.float64)
-        else:
-            stacked = tf.stack([tf.cast(values[i], tf.float64) for i in present])
-        if len(present) == len(live):
-            return stacked
-        missing = [i for i in live if i not in values]
-        filler = tf.fill([len(missing), *stacked.shape[1:]], tf.constant(fill, tf.float64))
-        return _in_order([stacked, filler], present + missing, live)
+        parts = [tf.cast(tf.stack([values[i] for i in g]), tf.float64) for g in groups.values()]
+        order = [i for g in groups.values() for i in g]
+        if len(order) < len(live):
+            missing = [i for i in live if i not in values]
+            parts.append(
+                tf.fill([len(missing), *parts[0].shape[1:]], tf.constant(fill, tf.float64))
+            )
+            order += missing
+        return _in_order(parts, order, live)
 
 
 def _in_order(parts: list[tf.Tensor], order: list[int], live: list[int]) -> tf.Tensor:
