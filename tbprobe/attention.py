@@ -12,8 +12,8 @@ whose entropy falls towards 0 during training is collapsing, a known sign of uns
 transformer training (Zhai et al. 2023, "Stabilizing Transformer Training by Preventing
 Attention Entropy Collapse").
 
-`attention_image` makes, per shown sample, one queries x keys heatmap per head, the tiles of
-a grid. The
+`attention_maps` takes, per shown sample, one queries x keys map per head: the tiles of a grid,
+drawn by `tbprobe.images.grid_tiles` (on the device) and `feature_map_grid` (on the host). The
 probabilities are absolute (0..1), so, unlike feature maps, no tile is normalized on its own:
 0 is the palette's first color and 1 its last. All shapes are static; nothing loops in Python
 over elements.
@@ -24,9 +24,6 @@ from __future__ import annotations
 from typing import Any
 
 import tensorflow as tf
-
-from tbprobe.images import grid_tiles
-from tbprobe.options import DEFAULT_MAX_IMAGE_SIDE
 
 
 def attention_entropy(probs: tf.Tensor, key_mask: Any = None) -> tuple[tf.Tensor, tf.Tensor]:
@@ -60,28 +57,20 @@ def attention_entropy(probs: tf.Tensor, key_mask: Any = None) -> tuple[tf.Tensor
     return tf.reduce_mean(per_head), tf.reduce_min(per_head)
 
 
-def attention_image(
-    probs: tf.Tensor, max_samples: int = 1, max_side: int = DEFAULT_MAX_IMAGE_SIDE
-) -> tf.Tensor:
-    """Per shown sample, one queries x keys heatmap per head: the tiles of a grid.
+def attention_maps(probs: tf.Tensor, max_samples: int = 1) -> tf.Tensor:
+    """The shown probabilities, float32 `[k, queries, keys, heads]` in [0, 1]: the heads become
+    tiles. Maps of several layers of one shape are drawn together by one `grid_tiles`.
 
     Args:
         probs: `[batch, heads, queries, keys]` float tensor of probabilities (static heads,
             queries and keys).
         max_samples: samples shown (the first ones); one image each.
-        max_side: cap on the longer image side, in pixels.
 
     Returns:
-        uint8 palette indices `[min(batch, max_samples), tile_h, tile_w, heads]`: 0..254 for
-        probabilities 0..1 (clipped; non-finite values become 0); the host arranges the tiles
-        with `tbprobe.images.feature_map_grid`.
+        Probabilities clipped to [0, 1], non-finite values 0: absolute values, so that, unlike
+        feature maps, no tile is normalized on its own (0 is the palette's first color, 1 its
+        last).
     """
-    return grid_tiles(attention_maps(probs, max_samples), max_side)
-
-
-def attention_maps(probs: tf.Tensor, max_samples: int = 1) -> tf.Tensor:
-    """The shown probabilities, float32 `[k, queries, keys, heads]` in [0, 1]: the heads become
-    tiles. Maps of several layers of one shape are drawn together by one `grid_tiles`."""
     maps = tf.cast(probs[:max_samples], tf.float32)
     maps = tf.where(tf.math.is_finite(maps), tf.clip_by_value(maps, 0.0, 1.0), 0.0)
     return tf.transpose(maps, [0, 2, 3, 1])

@@ -17,7 +17,7 @@ Mixed precision: with a `LossScaleOptimizer`, the loss is multiplied by the opti
 scale, as in a training step, so that float16 gradients do not underflow where training's do
 not; every gradient is then cast to float32 and divided by that scale, and logged unscaled.
 
-The gradients are reduced like activations (`tbprobe.stats.layer_reductions`: histogram
+The gradients are reduced like activations (`tbprobe.stats.BatchedReductions`, all of them together: histogram
 buckets, moments, non-finite fraction); `gradient_rms` is `sqrt(std^2 + mean^2)` of the finite
 values. Per layer, `weight_rows` gives the RMS of its weights and of their gradients.
 """

@@ -14,8 +14,9 @@ shows a rank-2 output as one image of samples x units, and a rank-3 output as on
 time x features per shown sample, each normalized over the whole image.
 
 The work is split where it is cheapest. On the device, inside the compiled log step, each
-shown map is normalized and shrunk (`feature_map_tiles`, `heatmap`): few ops per output, and
-only a small uint8 array leaves the device. On the host, numpy enlarges tiny images by an
+shown map is taken as its layer returns (`feature_map_maps`, `heatmap_maps`), and maps of one
+kind and shape are normalized and shrunk together (`feature_map_tiles_of`, `heatmap_of`): few
+ops per output, and only a small uint8 array leaves the device. On the host, numpy enlarges tiny images by an
 integer factor (nearest neighbour) so that TensorBoard shows them at a visible size, arranges
 the grid (`feature_map_grid`, `enlarge_heatmap`) and zlib writes the PNG (`image_strings`).
 
@@ -68,32 +69,6 @@ def colormap_palette(cmap: str | None) -> np.ndarray | None:
     return np.concatenate([colors, np.full((1, 3), 255, np.uint8)])
 
 
-def feature_map_tiles(
-    x: tf.Tensor,
-    max_channels: int = 32,
-    max_samples: int = 1,
-    channels_first: bool = False,
-    max_side: int = DEFAULT_MAX_IMAGE_SIDE,
-) -> tf.Tensor:
-    """The device's part of a feature-map grid: each shown channel normalized and shrunk.
-
-    Args:
-        x: `[batch, height, width, channels]` float tensor (`[batch, channels, height, width]`
-            when `channels_first`); height, width and channels must be statically known.
-        max_channels: channels shown per sample (the first ones).
-        max_samples: samples shown (the first ones); one image each.
-        channels_first: whether `x` is channels-first.
-        max_side: cap on the longer side of the grid, in pixels.
-
-    Returns:
-        uint8 palette indices `[min(batch, max_samples), tile_h, tile_w, shown channels]`, the
-        tiles at their final size or smaller by an integer factor (`feature_map_grid` enlarges
-        and arranges them on the host).
-    """
-    maps = feature_map_maps(x, max_channels, max_samples, channels_first)
-    return feature_map_tiles_of(maps, max_side)
-
-
 def feature_map_maps(
     x: tf.Tensor, max_channels: int = 32, max_samples: int = 1, channels_first: bool = False
 ) -> tf.Tensor:
@@ -101,6 +76,13 @@ def feature_map_maps(
 
     Taken as the layer returns, it is all an image needs: maps of several outputs of one shape
     are then drawn together by one `feature_map_tiles_of` (fewer ops to trace and run).
+
+    Args:
+        x: `[batch, height, width, channels]` float tensor (`[batch, channels, height, width]`
+            when `channels_first`); height, width and channels must be statically known.
+        max_channels: channels shown per sample (the first ones).
+        max_samples: samples shown (the first ones); one image each.
+        channels_first: whether `x` is channels-first.
     """
     if channels_first:
         x = tf.transpose(x, [0, 2, 3, 1])
@@ -111,7 +93,9 @@ def feature_map_maps(
 
 
 def feature_map_tiles_of(maps: tf.Tensor, max_side: int = DEFAULT_MAX_IMAGE_SIDE) -> tf.Tensor:
-    """`feature_map_tiles` of `feature_map_maps` (of one output, or several stacked)."""
+    """The device's part of feature-map grids: each map of `feature_map_maps` (of one output, or
+    several stacked) normalized on its own and shrunk: uint8 `[k, tile_h, tile_w, channels]`,
+    at the final size or smaller by an integer factor (`feature_map_grid` finishes them)."""
     return grid_tiles(_normalize(maps, axes=[1, 2]), max_side)
 
 
@@ -139,7 +123,8 @@ def feature_map_grid(tiles: np.ndarray, max_side: int = DEFAULT_MAX_IMAGE_SIDE) 
 
     Args:
         tiles: uint8 `[k, tile_h, tile_w, channels]`.
-        max_side: the cap `feature_map_tiles` was given (tiny grids are enlarged to `MIN_SIDE`).
+        max_side: the cap `feature_map_tiles_of` was given (tiny grids are enlarged to
+            `MIN_SIDE`).
 
     Returns:
         uint8 palette indices `[k, H, W]`, tiles separated by 1-pixel `SEPARATOR` lines.
@@ -157,31 +142,17 @@ def feature_map_grid(tiles: np.ndarray, max_side: int = DEFAULT_MAX_IMAGE_SIDE) 
     return grid
 
 
-def heatmap(
-    x: tf.Tensor,
-    max_samples: int = 1,
-    max_side: int = DEFAULT_MAX_IMAGE_SIDE,
-) -> tf.Tensor:
-    """The device's part of the heatmap of a rank-2, rank-3 or rank-4 activation.
+def heatmap_maps(x: tf.Tensor, max_samples: int = 1) -> tf.Tensor:
+    """The shown part of a heatmap's activation: float32 `[k, height, width, 1]` (see
+    `feature_map_maps`: maps of one shape are drawn together by `heatmap_of`).
 
     Args:
         x: `[batch, units]` float tensor, shown as one image of every sample (rows) by units
             (columns); or `[batch, time, features]`, one image of time (rows) by features per
             shown sample; or `[batch, time, heads, dim]`, shown as `[batch, time, heads * dim]`.
             Dimensions must be statically known.
-        max_samples: images shown for a rank-3 output.
-        max_side: cap on each image side, in pixels.
-
-    Returns:
-        uint8 palette indices `[k, H, W]`, at their final size or smaller by an integer factor
-        per axis (`enlarge_heatmap` finishes them on the host).
+        max_samples: images shown for a rank-3 or rank-4 output.
     """
-    return heatmap_of(heatmap_maps(x, max_samples), max_side)
-
-
-def heatmap_maps(x: tf.Tensor, max_samples: int = 1) -> tf.Tensor:
-    """The shown part of a heatmap's activation: float32 `[k, height, width, 1]` (see
-    `feature_map_maps`: maps of one shape are drawn together by `heatmap_of`)."""
     if x.shape.rank > 3:
         x = tf.reshape(x, [-1, int(x.shape[1]), math.prod(int(d) for d in x.shape[2:])])
     images = x[tf.newaxis] if x.shape.rank == 2 else x[:max_samples]
@@ -189,7 +160,9 @@ def heatmap_maps(x: tf.Tensor, max_samples: int = 1) -> tf.Tensor:
 
 
 def heatmap_of(maps: tf.Tensor, max_side: int = DEFAULT_MAX_IMAGE_SIDE) -> tf.Tensor:
-    """`heatmap` of `heatmap_maps` (of one output, or several stacked): uint8 `[k, H, W]`."""
+    """The device's part of heatmaps of `heatmap_maps` (of one output, or several stacked): each
+    normalized over its whole image and shrunk per axis to fit `max_side`, uint8 `[k, H, W]`
+    (`enlarge_heatmap` finishes them on the host)."""
     images = _normalize(maps, axes=[1, 2])
     height, width = int(images.shape[1]), int(images.shape[2])
     # Rows and columns are scaled on their own: 16 samples x 4096 units stays legible.

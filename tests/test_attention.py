@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tbprobe.attention import attention_entropy, attention_image
-from tbprobe.images import SEPARATOR, feature_map_grid
+from tbprobe.attention import attention_entropy, attention_maps
+from tbprobe.images import SEPARATOR, feature_map_grid, grid_tiles
 
 
 def entropy_twin(probs, key_mask=None):
@@ -83,7 +83,7 @@ def test_causal_mask_first_query_counts_as_zero():
 
 def test_attention_image_is_a_grid_of_heads_with_absolute_values(rng):
     probs = softmax(rng.normal(size=(3, 4, 5, 6)) * 2).astype(np.float32)
-    tiles = attention_image(tf.constant(probs), max_samples=2, max_side=1024).numpy()
+    tiles = grid_tiles(attention_maps(tf.constant(probs), max_samples=2), 1024).numpy()
     image = feature_map_grid(tiles, max_side=1024)  # the host's half
     assert image.shape[0] == 2
     # 4 heads -> 2 x 2 tiles of 5 x 6, enlarged by the same integer factor, 1-pixel separators.
@@ -100,5 +100,6 @@ def test_attention_image_is_a_grid_of_heads_with_absolute_values(rng):
 
 def test_attention_image_caps_its_size():
     probs = np.full((1, 2, 300, 300), 1 / 300, np.float32)
-    image = feature_map_grid(attention_image(tf.constant(probs), max_side=128).numpy(), 128)
+    tiles = grid_tiles(attention_maps(tf.constant(probs)), max_side=128).numpy()
+    image = feature_map_grid(tiles, 128)
     assert max(image.shape[1:]) <= 128
